@@ -1,0 +1,110 @@
+// Short probes of this machine's limits, so benchmark rows can say what fraction
+// of the hardware they use: fp32 FMA throughput and DRAM read bandwidth.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+#include "attnkit/core/tensor.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace attnkit::bench {
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Runs body(thread_index) on `threads` threads at once.
+template <class Body>
+void on_threads(int threads, Body&& body) {
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+  body(omp_get_thread_num());
+#else
+  for (int t = 0; t < threads; ++t) body(t);
+#endif
+}
+
+inline int max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+/// fp32 FMA throughput in GFLOP/s on `threads` threads: independent FMA chains in
+/// registers, wide enough to cover the FMA latency on every port.
+inline double measure_fma_gflops(int threads) {
+  using batch = xsimd::batch<float>;
+  constexpr int chains = 16;
+  constexpr std::int64_t iters = 1 << 23;
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    on_threads(threads, [&](int t) {
+      batch acc[chains];
+      for (int c = 0; c < chains; ++c) acc[c] = batch(1.0f + 0.001f * static_cast<float>(c + t));
+      const batch a(0.9999999f), b(1e-7f);
+      for (std::int64_t i = 0; i < iters; ++i)
+        for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], a, b);
+      batch total(0.0f);
+      for (int c = 0; c < chains; ++c) total += acc[c];
+      sink[static_cast<std::size_t>(t)] = xsimd::hadd(total);  // keeps the loop alive
+    });
+    const double flops = 2.0 * chains * batch::size * static_cast<double>(iters) * threads;
+    best = std::max(best, flops / seconds_since(t0) / 1e9);
+  }
+  return sink[0] == 0.0f ? best * 2 : best;  // never true: the sum is ~16 * threads
+}
+
+/// DRAM read bandwidth in GB/s on `threads` threads, streaming a buffer far larger than the caches.
+inline double measure_read_gbps(int threads, std::int64_t bytes = std::int64_t(512) << 20) {
+  using batch = xsimd::batch<float>;
+  const std::int64_t n = bytes / static_cast<std::int64_t>(sizeof(float));
+  tensor<float, 1> buffer({n});
+  const std::int64_t per_thread = n / threads / (4 * batch::size) * (4 * batch::size);
+  on_threads(threads, [&](int t) {  // first touch on the reading thread
+    std::fill_n(buffer.data() + t * per_thread, per_thread, 1.0f);
+  });
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    on_threads(threads, [&](int t) {
+      const float* p = buffer.data() + t * per_thread;
+      batch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
+      for (std::int64_t i = 0; i < per_thread; i += 4 * batch::size) {
+        s0 += batch::load_aligned(p + i);
+        s1 += batch::load_aligned(p + i + batch::size);
+        s2 += batch::load_aligned(p + i + 2 * batch::size);
+        s3 += batch::load_aligned(p + i + 3 * batch::size);
+      }
+      sink[static_cast<std::size_t>(t)] = xsimd::hadd(s0 + s1 + s2 + s3);
+    });
+    const double read = static_cast<double>(per_thread) * threads * sizeof(float);
+    best = std::max(best, read / seconds_since(t0) / 1e9);
+  }
+  return sink[0] < 0.0f ? best * 2 : best;  // never true: the buffer holds ones
+}
+
+/// The limits a benchmark row on `threads` threads is compared with.
+struct machine_limits {
+  int threads = 1;
+  double fma_gflops = 0;
+  double read_gbps = 0;
+};
+
+inline machine_limits measure_machine(int threads) {
+  return {threads, measure_fma_gflops(threads), measure_read_gbps(threads)};
+}
+
+}  // namespace attnkit::bench

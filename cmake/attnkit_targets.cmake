@@ -1,0 +1,19 @@
+# Flags for the project's own programs (tests, benchmarks, examples); the
+# attnkit::attnkit target itself imposes none on its users.
+function(attnkit_program_defaults target)
+  target_link_libraries(${target} PRIVATE attnkit::attnkit)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
+    if(ATTNKIT_WERROR)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+    if(ATTNKIT_NATIVE)
+      target_compile_options(${target} PRIVATE -march=native)
+    endif()
+    if(ATTNKIT_SANITIZE)
+      target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all
+                                               -fno-omit-frame-pointer)
+      target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+    endif()
+  endif()
+endfunction()

@@ -1,0 +1,24 @@
+// Version, portability macros and feature switches shared by every header.
+#pragma once
+
+#define ATTNKIT_VERSION_MAJOR 0
+#define ATTNKIT_VERSION_MINOR 1
+#define ATTNKIT_VERSION_PATCH 0
+
+// Hooks that CUDA kernels call as well as host code carry this.
+#if defined(__CUDACC__)
+#define ATTNKIT_HOST_DEVICE __host__ __device__
+#else
+#define ATTNKIT_HOST_DEVICE
+#endif
+
+#if defined(_MSC_VER)
+#define ATTNKIT_INLINE __forceinline
+#else
+#define ATTNKIT_INLINE inline __attribute__((always_inline))
+#endif
+
+// Exceptions are on unless the build says otherwise (-fno-exceptions or ATTNKIT_NO_EXCEPTIONS).
+#if !defined(ATTNKIT_NO_EXCEPTIONS) && !defined(__cpp_exceptions) && !defined(__EXCEPTIONS)
+#define ATTNKIT_NO_EXCEPTIONS
+#endif

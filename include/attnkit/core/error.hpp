@@ -1,0 +1,53 @@
+// attnkit::error and ATTNKIT_CHECK: argument validation on public entry points.
+//
+// A failed check throws attnkit::error (or, with ATTNKIT_NO_EXCEPTIONS, prints the
+// message and aborts). Checks run before any output is written and are never
+// compiled out: they cost O(1) per call, not per element.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "attnkit/core/config.hpp"
+
+#if defined(ATTNKIT_NO_EXCEPTIONS)
+#include <cstdio>
+#include <cstdlib>
+#endif
+
+namespace attnkit {
+
+/// Thrown on a shape, stride, dtype or parameter mistake. The message names the
+/// function, the argument, the expected and the actual value.
+class error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+template <class... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+[[noreturn]] inline void fail(const std::string& message) {
+#if defined(ATTNKIT_NO_EXCEPTIONS)
+  std::fprintf(stderr, "attnkit: %s\n", message.c_str());
+  std::abort();
+#else
+  throw error("attnkit: " + message);
+#endif
+}
+
+}  // namespace detail
+}  // namespace attnkit
+
+/// ATTNKIT_CHECK(cond, parts...): fail with the concatenated parts unless cond holds.
+#define ATTNKIT_CHECK(cond, ...)                              \
+  do {                                                        \
+    if (!(cond)) ::attnkit::detail::fail(::attnkit::detail::concat(__VA_ARGS__)); \
+  } while (false)

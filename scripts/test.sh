@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# All tests: installs what is missing, builds everything with -Werror and runs
+# ctest, then does the same under AddressSanitizer + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install_deps.sh
+
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DATTNKIT_WERROR=ON \
+  -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCH=ON -DATTNKIT_BUILD_EXAMPLES=ON
+cmake --build build-test -j2
+ctest --test-dir build-test -j2 --output-on-failure
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNKIT_WERROR=ON -DATTNKIT_SANITIZE=ON \
+  -DATTNKIT_BUILD_TESTS=ON -DATTNKIT_BUILD_BENCH=ON -DATTNKIT_BUILD_EXAMPLES=ON
+cmake --build build-asan -j2
+ctest --test-dir build-asan -j2 --output-on-failure
