@@ -81,7 +81,7 @@ struct attention_variant {
 };
 
 /// Resolves params for a problem of sq queries, skv keys and head dim d.
-/// Expects params already validated (see check_attention_params).
+/// Expects params already validated (detail::check_params).
 inline attention_variant make_variant(const attention_params& params, std::int64_t sq, std::int64_t skv,
                                       std::int64_t d) {
   attention_variant v;
