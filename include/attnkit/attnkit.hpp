@@ -12,6 +12,7 @@
 #include "attnkit/backend/tags.hpp"
 
 #include "attnkit/attention/dense.hpp"
+#include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/variant.hpp"

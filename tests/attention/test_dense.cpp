@@ -17,14 +17,12 @@ namespace {
 /// Runs dense on a random problem with one mask case and checks it against the oracle.
 template <class TQ, class TK, class TV, class TO>
 void check_dense(const problem& pr, mask_case m) {
-  const std::uint64_t seed = fresh_seed();
-  SCOPED_TRACE(seed_note(seed));
-  std::mt19937_64 rng(seed);
-  attention_case<TQ, TK, TV, TO> c(pr, rng);
-  std::vector<float> slopes, sinks;
-  const attention_params params = make_params(m, pr, slopes, sinks, rng);
-  dense_attention(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view, params, c.lse.view(), c.probs.view());
-  c.expect_matches(c.oracle(params), tolerance_for<TQ, TK, TV, TO>(), true);
+  check_against_oracle<TQ, TK, TV, TO>(
+      pr, m,
+      [](auto& c, const attention_params& params) {
+        dense_attention(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view, params, c.lse.view(), c.probs.view());
+      },
+      true);
 }
 
 // Every mask and modifier over the awkward sizes, GQA 4.

@@ -140,4 +140,19 @@ struct attention_case {
   }
 };
 
+/// Runs a kernel on a random problem with one mask case and checks it against the
+/// oracle at the tolerance for its types. run(c, params) calls the kernel on case c,
+/// writing c.o and c.lse (and c.probs when with_probs).
+template <class TQ, class TK, class TV, class TO, class Run>
+void check_against_oracle(const problem& pr, mask_case m, Run&& run, bool with_probs) {
+  const std::uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_note(seed));
+  std::mt19937_64 rng(seed);
+  attention_case<TQ, TK, TV, TO> c(pr, rng);
+  std::vector<float> slopes, sinks;
+  const attention_params params = make_params(m, pr, slopes, sinks, rng);
+  run(c, params);
+  c.expect_matches(c.oracle(params), tolerance_for<TQ, TK, TV, TO>(), with_probs);
+}
+
 }  // namespace attnkit::test
