@@ -26,7 +26,7 @@ void check_dense(const problem& pr, mask_case m) {
 }
 
 // Every mask and modifier over the awkward sizes, GQA 4.
-class DenseSizes : public ::testing::TestWithParam<std::tuple<std::int64_t, std::int64_t, mask_case>> {};
+class DenseSizes : public ::testing::TestWithParam<size_mask_param> {};
 
 TEST_P(DenseSizes, MatchesFp64Reference) {
   const auto [sq, skv, m] = GetParam();
@@ -35,15 +35,7 @@ TEST_P(DenseSizes, MatchesFp64Reference) {
   check_dense<float, float, float, float>(pr, m);
 }
 
-INSTANTIATE_TEST_SUITE_P(Dense, DenseSizes,
-                         ::testing::Combine(::testing::Values(1, 7, 31, 127, 300),
-                                            ::testing::Values(1, 7, 31, 127, 300),
-                                            ::testing::ValuesIn(all_mask_cases())),
-                         [](const auto& info) {
-                           return "sq" + std::to_string(std::get<0>(info.param)) + "_skv" +
-                                  std::to_string(std::get<1>(info.param)) + "_" +
-                                  mask_case_name(std::get<2>(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(Dense, DenseSizes, size_mask_sweep(), size_mask_name);
 
 // Head dims, GQA group sizes and memory layouts.
 class DenseShapes : public ::testing::TestWithParam<std::tuple<std::int64_t, std::int64_t, layout>> {};

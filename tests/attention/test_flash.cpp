@@ -20,8 +20,7 @@ void check_flash(const problem& pr, mask_case m) {
       false);
 }
 
-class FlashReferenceSizes
-    : public ::testing::TestWithParam<std::tuple<std::int64_t, std::int64_t, mask_case>> {};
+class FlashReferenceSizes : public ::testing::TestWithParam<size_mask_param> {};
 
 TEST_P(FlashReferenceSizes, MatchesFp64Reference) {
   const auto [sq, skv, m] = GetParam();
@@ -30,15 +29,7 @@ TEST_P(FlashReferenceSizes, MatchesFp64Reference) {
   check_flash<float, float, float, float>(pr, m);
 }
 
-INSTANTIATE_TEST_SUITE_P(Flash, FlashReferenceSizes,
-                         ::testing::Combine(::testing::Values(1, 7, 31, 127, 300),
-                                            ::testing::Values(1, 7, 31, 127, 300),
-                                            ::testing::ValuesIn(all_mask_cases())),
-                         [](const auto& info) {
-                           return "sq" + std::to_string(std::get<0>(info.param)) + "_skv" +
-                                  std::to_string(std::get<1>(info.param)) + "_" +
-                                  mask_case_name(std::get<2>(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(Flash, FlashReferenceSizes, size_mask_sweep(), size_mask_name);
 
 TEST(FlashReference, LongSequences) {
   problem pr;

@@ -10,6 +10,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -139,6 +140,19 @@ struct attention_case {
     EXPECT_LE(prob_err, tol);
   }
 };
+
+/// The (sq, skv, mask) sweep every kernel runs: awkward sizes around tile and lane edges.
+using size_mask_param = std::tuple<std::int64_t, std::int64_t, mask_case>;
+
+inline auto size_mask_sweep() {
+  return ::testing::Combine(::testing::Values(1, 7, 31, 127, 300), ::testing::Values(1, 7, 31, 127, 300),
+                            ::testing::ValuesIn(all_mask_cases()));
+}
+
+inline std::string size_mask_name(const ::testing::TestParamInfo<size_mask_param>& info) {
+  return "sq" + std::to_string(std::get<0>(info.param)) + "_skv" + std::to_string(std::get<1>(info.param)) + "_" +
+         mask_case_name(std::get<2>(info.param));
+}
 
 /// Runs a kernel on a random problem with one mask case and checks it against the
 /// oracle at the tolerance for its types. run(c, params) calls the kernel on case c,
