@@ -4,7 +4,9 @@
 // sum and an fp32 output accumulator per row. Tiles the mask leaves empty are
 // skipped whole; full tiles skip the per-element mask test.
 //
-// This file holds the reference backend: the algorithm written plainly.
+// This file holds the reference backend, the algorithm written plainly, and
+// the call without a backend tag, which picks the best backend compiled in.
+// The cpu<Arch> backend is in flash_cpu.hpp.
 #pragma once
 
 #include <algorithm>
@@ -18,9 +20,14 @@
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/softmax_state.hpp"
 #include "attnkit/core/tensor_view.hpp"
+
+#if ATTNKIT_HAS_XSIMD
+#include "attnkit/attention/flash_cpu.hpp"
+#endif
 
 namespace attnkit {
 
@@ -32,9 +39,8 @@ void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                      tensor_view<TK, 4> k,  // (b, hkv, skv, d)
                      tensor_view<TV, 4> v,  // (b, hkv, skv, dv)
                      tensor_view<TO, 4> o,  // (b, hq, sq, dv)
-                     const attention_params& params = {},
-                     tensor_view<float, 3> lse = {},  // (b, hq, sq)
-                     reference = {}) {
+                     const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
+                     reference) {
   static_assert(is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<std::remove_const_t<TK>> &&
                     is_element_type_v<std::remove_const_t<TV>> && is_element_type_v<TO>,
                 "q, k, v, o must hold float, half or bfloat16 (o non-const)");
@@ -109,6 +115,19 @@ void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
         }
       }
     }
+}
+
+/// flash_attention on the best backend compiled in: cpu<xsimd::default_arch> (the
+/// widest arch this translation unit's flags allow, on the default executor) when
+/// xsimd is available, else the reference backend.
+template <class TQ, class TK, class TV, class TO>
+void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                     const attention_params& params = {}, tensor_view<float, 3> lse = {}) {
+#if ATTNKIT_HAS_XSIMD
+  flash_attention(q, k, v, o, params, lse, cpu<xsimd::default_arch>{});
+#else
+  flash_attention(q, k, v, o, params, lse, reference{});
+#endif
 }
 
 }  // namespace attnkit

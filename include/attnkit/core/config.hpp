@@ -22,3 +22,15 @@
 #if !defined(ATTNKIT_NO_EXCEPTIONS) && !defined(__cpp_exceptions) && !defined(__EXCEPTIONS)
 #define ATTNKIT_NO_EXCEPTIONS
 #endif
+
+// The SIMD CPU backend needs xsimd's headers; define ATTNKIT_HAS_XSIMD=0 to build without it.
+#if !defined(ATTNKIT_HAS_XSIMD)
+#if defined(__has_include) && !defined(__CUDACC__)
+#if __has_include(<xsimd/xsimd.hpp>)
+#define ATTNKIT_HAS_XSIMD 1
+#endif
+#endif
+#endif
+#if !defined(ATTNKIT_HAS_XSIMD)
+#define ATTNKIT_HAS_XSIMD 0
+#endif

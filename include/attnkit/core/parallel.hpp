@@ -5,6 +5,8 @@
 // concurrency(), so results that depend on the split depend only on it.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <utility>
@@ -83,6 +85,20 @@ inline executor default_executor() {
 template <class Task>
 void parallel_for(const executor& exec, std::int64_t n, Task&& task) {
   exec.parallel_for(n, std::forward<Task>(task));
+}
+
+/// task(i, slot) for every i in [0, n): at most concurrency() tasks pull items from
+/// a shared counter, so work balances dynamically and `slot` (in [0, concurrency()))
+/// names scratch memory no other running item uses.
+template <class Task>
+void parallel_for_slots(const executor& exec, std::int64_t n, Task&& task) {
+  const std::int64_t tasks = std::min<std::int64_t>(exec.concurrency(), n);
+  std::atomic<std::int64_t> next{0};
+  exec.parallel_for(tasks, [&](std::int64_t slot) {
+    for (std::int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      task(i, slot);
+  });
 }
 
 }  // namespace attnkit

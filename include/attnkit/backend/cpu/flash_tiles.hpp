@@ -1,0 +1,160 @@
+// The tile verbs of CPU flash attention, on fp32 tiles in scratch memory:
+//   qk_tile       s (rows, kv_tile) = q (rows, d) * kt (d, kv_tile)   register-blocked
+//   pv_tile       acc (rows, dvp) += p (rows, cols) * v (cols, dvp)    register-blocked
+//   softmax_step  one row of scores folded into its online-softmax state
+// A micro-tile keeps mr x nv registers of accumulators live while it streams
+// the shared operand once: mr broadcasts and nv loads feed mr*nv FMAs.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "attnkit/backend/cpu/exp.hpp"
+#include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/softmax_state.hpp"
+
+
+ATTNKIT_SIMD_BEGIN
+namespace attnkit::simd {
+
+template <class Arch>
+struct flash_tiling {
+  static constexpr int lanes = simd::lanes<Arch>;
+  static constexpr int nv = lanes >= 16 ? 4 : 2;  // register columns of a micro-tile (AVX2 has 16 registers)
+  static constexpr int mr = 6;                    // rows of a micro-tile
+  static constexpr int kv_tile = 64;              // keys per tile; a multiple of nv * lanes
+  static constexpr int q_tile = 64;               // query rows per block
+};
+
+namespace detail {
+
+/// f(r0, integral_constant<int, M>) over row blocks of M = MR rows, then one tail block of fewer.
+template <int MR, class F>
+void for_row_blocks(std::int64_t rows, F&& f) {
+  std::int64_t r = 0;
+  for (; r + MR <= rows; r += MR) f(r, std::integral_constant<int, MR>{});
+  if constexpr (MR > 1) {
+    if (r < rows) {
+      const auto tail = [&](auto self, auto m) {
+        if constexpr (decltype(m)::value > 0) {
+          if (rows - r == decltype(m)::value) return f(r, m);
+          self(self, std::integral_constant<int, decltype(m)::value - 1>{});
+        }
+      };
+      tail(tail, std::integral_constant<int, MR - 1>{});
+    }
+  }
+}
+
+template <class Arch, int MR, int NV>
+void qk_micro(const float* q, std::int64_t ldq, const float* kt, std::int64_t ldkt, std::int64_t d, float* s,
+              std::int64_t lds) {
+  using B = fbatch<Arch>;
+  constexpr int L = lanes<Arch>;
+  B acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = B(0.0f);
+  for (std::int64_t x = 0; x < d; ++x) {
+    B k[NV];
+    for (int c = 0; c < NV; ++c) k[c] = B::load_aligned(kt + x * ldkt + c * L);
+    for (int r = 0; r < MR; ++r) {
+      const B a(q[r * ldq + x]);
+      for (int c = 0; c < NV; ++c) acc[r][c] = xsimd::fma(a, k[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c].store_aligned(s + r * lds + c * L);
+}
+
+template <class Arch, int MR, int NV>
+void pv_micro(const float* p, std::int64_t ldp, const float* v, std::int64_t ldv, std::int64_t cols, float* acc,
+              std::int64_t lda) {
+  using B = fbatch<Arch>;
+  constexpr int L = lanes<Arch>;
+  B o[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NV; ++c) o[r][c] = B::load_aligned(acc + r * lda + c * L);
+  for (std::int64_t j = 0; j < cols; ++j) {
+    B w[NV];
+    for (int c = 0; c < NV; ++c) w[c] = B::load_unaligned(v + j * ldv + c * L);
+    for (int r = 0; r < MR; ++r) {
+      const B a(p[r * ldp + j]);
+      for (int c = 0; c < NV; ++c) o[r][c] = xsimd::fma(a, w[c], o[r][c]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NV; ++c) o[r][c].store_aligned(acc + r * lda + c * L);
+}
+
+}  // namespace detail
+
+/// s (rows, kv_tile) = q (rows, d) * kt (d, kv_tile). q rows are d floats apart;
+/// kt and s are 64-byte aligned with rows kv_tile floats apart.
+template <class Arch>
+void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt, float* s) {
+  using T = flash_tiling<Arch>;
+  detail::for_row_blocks<T::mr>(rows, [&](std::int64_t r0, auto m) {
+    for (int c0 = 0; c0 < T::kv_tile; c0 += T::nv * T::lanes)
+      detail::qk_micro<Arch, decltype(m)::value, T::nv>(q + r0 * d, d, kt + c0, T::kv_tile, d,
+                                                        s + r0 * T::kv_tile + c0, T::kv_tile);
+  });
+}
+
+/// acc (rows, dvp) += p (rows, cols) * v (cols, dvp). p rows are kv_tile floats
+/// apart, v rows ldv; acc is 64-byte aligned and dvp a multiple of lanes.
+template <class Arch>
+void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* v, std::int64_t ldv, float* acc,
+             std::int64_t dvp) {
+  using T = flash_tiling<Arch>;
+  detail::for_row_blocks<T::mr>(rows, [&](std::int64_t r0, auto m) {
+    constexpr int M = decltype(m)::value;
+    const float* pr = p + r0 * T::kv_tile;
+    float* ar = acc + r0 * dvp;
+    std::int64_t x = 0;
+    for (; x + T::nv * T::lanes <= dvp; x += T::nv * T::lanes)
+      detail::pv_micro<Arch, M, T::nv>(pr, T::kv_tile, v + x, ldv, cols, ar + x, dvp);
+    detail::for_row_blocks<T::nv>((dvp - x) / T::lanes, [&](std::int64_t c0, auto n) {
+      detail::pv_micro<Arch, M, decltype(n)::value>(pr, T::kv_tile, v + x + c0 * T::lanes, ldv, cols,
+                                                    ar + x + c0 * T::lanes, dvp);
+    });
+  });
+}
+
+/// Folds n scores (a multiple of lanes; -inf for masked ones) into st and replaces
+/// them by their weights exp(s - m). Returns the factor by which the row's earlier
+/// accumulator must be scaled.
+template <class Arch>
+float softmax_step(float* s, std::int64_t n, softmax_state& st) {
+  using B = fbatch<Arch>;
+  constexpr int L = lanes<Arch>;
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  B mx(neg_inf);
+  for (std::int64_t c = 0; c < n; c += L) mx = xsimd::max(mx, B::load_aligned(s + c));
+  const float alpha = st.rescale(reduce_max(mx));
+  if (st.m == neg_inf) {  // nothing visible yet: every weight is 0
+    for (std::int64_t c = 0; c < n; c += L) B(0.0f).store_aligned(s + c);
+    return alpha;
+  }
+  const B m(st.m);
+  B sum(0.0f);
+  for (std::int64_t c = 0; c < n; c += L) {
+    const B w = simd::exp<Arch>(B::load_aligned(s + c) - m);
+    w.store_aligned(s + c);
+    sum += w;
+  }
+  st.l += reduce_add(sum);
+  return alpha;
+}
+
+/// row[0, n) *= alpha, n a multiple of lanes.
+template <class Arch>
+void scale_row(float* row, std::int64_t n, float alpha) {
+  using B = fbatch<Arch>;
+  const B a(alpha);
+  for (std::int64_t x = 0; x < n; x += lanes<Arch>) (B::load_aligned(row + x) * a).store_aligned(row + x);
+}
+
+}  // namespace attnkit::simd
+
+ATTNKIT_SIMD_END
