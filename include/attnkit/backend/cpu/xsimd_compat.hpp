@@ -7,10 +7,13 @@
 #include <xsimd/xsimd.hpp>
 
 // GCC 12 reports the don't-care operands (_mm512_undefined_*) of AVX-512
-// intrinsics as maybe-uninitialized once they are inlined into a kernel
+// intrinsics as (maybe-)uninitialized once they are inlined into a kernel
 // (GCC PR105593). Every header that holds SIMD code wraps itself in these.
 #if defined(__GNUC__) && !defined(__clang__)
-#define ATTNKIT_SIMD_BEGIN _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define ATTNKIT_SIMD_BEGIN                                \
+  _Pragma("GCC diagnostic push")                          \
+  _Pragma("GCC diagnostic ignored \"-Wuninitialized\"") \
+  _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
 #define ATTNKIT_SIMD_END _Pragma("GCC diagnostic pop")
 #else
 #define ATTNKIT_SIMD_BEGIN
