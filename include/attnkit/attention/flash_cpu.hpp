@@ -96,14 +96,14 @@ struct flash_cpu_plan {
   std::size_t s_floats() const { return static_cast<std::size_t>(tiling::q_tile * tiling::kv_tile); }
   std::size_t acc_floats() const { return static_cast<std::size_t>(tiling::q_tile * dvp); }
   // Decode scratch: a partial (acc, m, l) per chunk, then per slot the group's
-  // query rows, one tile of keys and values in fp32, and a score row.
+  // query rows, one tile of keys and values in fp32, and the rows' scores.
   std::size_t partial_floats() const { return static_cast<std::size_t>(rows * dvp + round_up(2 * rows)); }
   std::size_t partials_floats() const { return static_cast<std::size_t>(s.b * s.hkv * splits) * partial_floats(); }
 
   /// Floats of one slot's scratch; a multiple of 16 so every slot stays 64-byte aligned.
   std::size_t slot_floats() const {
     constexpr std::int64_t L = tiling::lanes;
-    const std::int64_t n = decode ? rows * dp + L * (dp + dvp) + L
+    const std::int64_t n = decode ? rows * dp + L * (dp + dvp) + rows * tiling::kv_tile
                                   : tiling::q_tile * (s.d + tiling::kv_tile + dvp + 2) + dp;
     return static_cast<std::size_t>(round_up(n));
   }
@@ -140,10 +140,17 @@ void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_
       (B::load_aligned(s + c) + slope * dist).store_aligned(s + c);
     }
   }
-  if (partial)
-    for (std::int64_t c = 0; c < cols; ++c)
-      if (!var.mask.visible(i, j0 + c)) s[c] = neg_inf;
-  for (std::int64_t c = cols; c < n; ++c) s[c] = neg_inf;
+  // Key j0 + c is visible iff c <= last && (c >= first || c < sink_end) (attention_mask::visible).
+  std::int64_t last = cols - 1;
+  if (partial) {
+    const attention_mask& mk = var.mask;
+    const std::int64_t pos = mk.position(i);
+    if (mk.right < mk.skv + mk.sq) last = std::min(last, pos + mk.right - j0);  // else no key is past it
+    const std::int64_t first = mk.left < mk.skv ? std::max<std::int64_t>(0, pos - mk.left - j0) : 0;
+    const std::int64_t sink_end = std::max<std::int64_t>(0, mk.sinks - j0);
+    if (first > sink_end) std::fill(s + sink_end, s + std::min(first, cols), neg_inf);
+  }
+  std::fill(s + std::max<std::int64_t>(0, last + 1), s + n, neg_inf);
 }
 
 /// o and lse of one row from its accumulator and state; the sink logit joins the
@@ -264,6 +271,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
                   const executor& exec, scratch_arena& arena) {
   using B = simd::fbatch<Arch>;
   constexpr int L = simd::lanes<Arch>;
+  constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;  // the row stride pv_tile expects
   const attention_shape& s = plan.s;
   const std::int64_t d = s.d, dv = s.dv, dp = plan.dp, dvp = plan.dvp, rows = plan.rows, sq = s.sq;
   float* const partials = arena.take(plan.partials_floats());  // (b, hkv, splits) x (rows, dvp + 2)
@@ -278,7 +286,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
     float* qb = slot_base + slot * slot_floats;  // (rows, dp), row r = (head hk * group + r / sq, query r % sq)
     float* kb = qb + rows * dp;                  // (L, dp)
     float* vb = kb + L * dp;                     // (L, dvp)
-    float* sc = vb + L * dvp;                    // (L)
+    float* sc = vb + L * dvp;                    // (rows, KT): the first L of each row used
     float* acc = partials + item * plan.partial_floats();  // (rows, dvp)
     float* m = acc + rows * dvp;                           // (rows)
     float* l = m + rows;                                   // (rows)
@@ -310,19 +318,16 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
           const B qv = B::load_aligned(qb + r * dp + x);
           for (int c = 0; c < L; ++c) dot[c] = xsimd::fma(qv, B::load_aligned(kb + c * dp + x), dot[c]);
         }
-        simd::transpose_sum<Arch>(dot).store_aligned(sc);
-        finish_scores<Arch>(sc, L, cols, var, h, i, j0, ts == tile_state::partial);
+        float* sr = sc + r * KT;
+        simd::transpose_sum<Arch>(dot).store_aligned(sr);
+        finish_scores<Arch>(sr, L, cols, var, h, i, j0, ts == tile_state::partial);
         softmax_state st{m[r], l[r]};
-        const float alpha = simd::softmax_step<Arch>(sc, L, st);
+        const float alpha = simd::softmax_step<Arch>(sr, L, st);
         m[r] = st.m;
         l[r] = st.l;
-        float* ar = acc + r * dvp;
-        for (std::int64_t x = 0; x < dvp; x += L) {
-          B a = B::load_aligned(ar + x) * B(alpha);
-          for (int c = 0; c < L; ++c) a = xsimd::fma(B(sc[c]), B::load_aligned(vb + c * dvp + x), a);
-          a.store_aligned(ar + x);
-        }
+        if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
       }
+      simd::pv_tile<Arch>(sc, rows, cols, vb, dvp, acc, dvp);
     }
   });
 

@@ -22,9 +22,9 @@ struct softmax_state {
   /// Moves the reference max to cover a block whose max is block_max. Returns the
   /// factor exp(m_old - m_new) that earlier sums and accumulators must be scaled by.
   ATTNKIT_HOST_DEVICE float rescale(float block_max) {
-    const float m_new = m > block_max ? m : block_max;
-    const float alpha = (m_new == -std::numeric_limits<float>::infinity()) ? 1.0f : std::exp(m - m_new);
-    m = m_new;
+    if (!(block_max > m)) return 1.0f;  // the max stays (the common case once a row warms up)
+    const float alpha = m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(m - block_max);
+    m = block_max;
     l *= alpha;
     return alpha;
   }

@@ -23,8 +23,8 @@ struct flash_tiling {
   static constexpr int lanes = simd::lanes<Arch>;
   static constexpr int nv = lanes >= 16 ? 4 : 2;  // register columns of a micro-tile (AVX2 has 16 registers)
   static constexpr int mr = 6;                    // rows of a micro-tile
-  static constexpr int kv_tile = 64;              // keys per tile; a multiple of nv * lanes
-  static constexpr int q_tile = 64;               // query rows per block
+  static constexpr int kv_tile = 128;             // keys per tile; a multiple of nv * lanes
+  static constexpr int q_tile = 96;               // query rows per block; a multiple of mr
 };
 
 namespace detail {

@@ -41,8 +41,10 @@ void store(float* p, fbatch<Arch> x) {
   x.store_unaligned(p);
 }
 
+namespace detail {
+
 template <class Arch>
-float reduce_add(fbatch<Arch> x) {
+float reduce_add(fbatch<Arch> x, const xsimd::generic&) {
 #if XSIMD_VERSION_MAJOR >= 9
   return xsimd::reduce_add(x);
 #else
@@ -51,12 +53,35 @@ float reduce_add(fbatch<Arch> x) {
 }
 
 template <class Arch>
-float reduce_max(fbatch<Arch> x) {
+float reduce_max(fbatch<Arch> x, const xsimd::generic&) {
   alignas(64) float t[lanes<Arch>];
   x.store_aligned(t);
   float m = t[0];
   for (int i = 1; i < lanes<Arch>; ++i) m = t[i] > m ? t[i] : m;
   return m;
+}
+
+#if XSIMD_WITH_AVX512F
+template <class Arch>
+float reduce_add(fbatch<Arch> x, const xsimd::avx512f&) {
+  return _mm512_reduce_add_ps(x);
+}
+template <class Arch>
+float reduce_max(fbatch<Arch> x, const xsimd::avx512f&) {
+  return _mm512_reduce_max_ps(x);
+}
+#endif
+
+}  // namespace detail
+
+template <class Arch>
+float reduce_add(fbatch<Arch> x) {
+  return detail::reduce_add<Arch>(x, Arch{});
+}
+
+template <class Arch>
+float reduce_max(fbatch<Arch> x) {
+  return detail::reduce_max<Arch>(x, Arch{});
 }
 
 namespace detail {
