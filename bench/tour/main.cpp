@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tour/dense_rows.hpp"
+#include "tour/flash_rows.hpp"
 #include "tour/tour.hpp"
 
 namespace {
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
   env.all_threads = attnkit::bench::measure_machine(attnkit::bench::max_threads());
 
   std::vector<attnkit::tour::tour_case> cases = attnkit::tour::dense_cases();
+  for (auto& c : attnkit::tour::flash_cases()) cases.push_back(std::move(c));
   std::vector<row> rows;
   for (const auto& c : cases)
     if (c.kernel.find(filter) != std::string::npos) rows.push_back(c.run(env));

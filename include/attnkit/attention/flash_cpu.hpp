@@ -265,6 +265,13 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q
   }
 }
 
+/// Asks for the cache lines of a row of n elements ahead of their use.
+template <class T>
+void prefetch_row(const T* p, std::int64_t n) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (std::int64_t x = 0; x < n * static_cast<std::int64_t>(sizeof(T)); x += 64) __builtin_prefetch(bytes + x);
+}
+
 template <class Arch, class TQ, class KS, class VS, class TO>
 void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q, const KS& k, const VS& v,
                   const tensor_view<TO, 4>& o, const attention_params& params, const tensor_view<float, 3>& lse,
@@ -272,6 +279,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
   using B = simd::fbatch<Arch>;
   constexpr int L = simd::lanes<Arch>;
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;  // the row stride pv_tile expects
+  constexpr std::int64_t prefetch_distance = 4 * L;               // keys ahead
   const attention_shape& s = plan.s;
   const std::int64_t d = s.d, dv = s.dv, dp = plan.dp, dvp = plan.dvp, rows = plan.rows, sq = s.sq;
   float* const partials = arena.take(plan.partials_floats());  // (b, hkv, splits) x (rows, dvp + 2)
@@ -302,6 +310,10 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
       const tile_state ts = var.mask.classify(0, sq, j0, j0 + cols);
       if (ts == tile_state::empty) continue;
       for (std::int64_t c = 0; c < L; ++c) {
+        if (j0 + c + prefetch_distance < jb) {  // DRAM latency hides behind the work on this tile
+          prefetch_row(k.row(b, hk, j0 + c + prefetch_distance), d);
+          prefetch_row(v.row(b, hk, j0 + c + prefetch_distance), dv);
+        }
         if (c < cols) {
           simd::widen_row<Arch>(k.row(b, hk, j0 + c), d, kb + c * dp, dp);
           simd::widen_row<Arch>(v.row(b, hk, j0 + c), dv, vb + c * dvp, dvp);
