@@ -1,13 +1,15 @@
 # Flags for the project's own programs (tests, benchmarks, examples); the
 # attnkit::attnkit target itself imposes none on its users.
+# BASELINE: build for the compiler's default arch even when ATTNKIT_NATIVE is on.
 function(attnkit_program_defaults target)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "BASELINE" "" "")
   target_link_libraries(${target} PRIVATE attnkit::attnkit)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
     if(ATTNKIT_WERROR)
       target_compile_options(${target} PRIVATE -Werror)
     endif()
-    if(ATTNKIT_NATIVE)
+    if(ATTNKIT_NATIVE AND NOT arg_BASELINE)
       target_compile_options(${target} PRIVATE -march=native)
     endif()
     if(ATTNKIT_SANITIZE)

@@ -8,11 +8,16 @@
 #include "attnkit/core/softmax_state.hpp"
 #include "attnkit/core/tensor.hpp"
 #include "attnkit/core/tensor_view.hpp"
+#include "attnkit/core/workspace.hpp"
 
 #include "attnkit/backend/tags.hpp"
 
 #include "attnkit/attention/dense.hpp"
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/merge.hpp"
+#include "attnkit/attention/paged.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/variant.hpp"
+
+// Run-time arch dispatch (attnkit/backend/cpu/dispatch.hpp) is included on its
+// own: it needs the per-arch translation units of attnkit_add_cpu_dispatch().
