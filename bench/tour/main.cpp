@@ -26,10 +26,10 @@ void print_table(const std::vector<row>& rows, const attnkit::tour::environment&
               "DRAM read %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n\n",
               env.one_thread.fma_gflops, env.all_threads.fma_gflops, env.all_threads.threads,
               env.one_thread.read_gbps, env.all_threads.read_gbps, env.all_threads.threads);
-  std::printf("%-16s %-38s %-20s %7s %11s %9s %8s %8s %9s\n", "kernel", "shape", "dtype", "threads", "median ms",
+  std::printf("%-16s %-40s %-20s %7s %11s %9s %8s %8s %9s\n", "kernel", "shape", "dtype", "threads", "median ms",
               "GFLOP/s", "GB/s", "% peak", "rel err");
   for (const row& r : rows)
-    std::printf("%-16s %-38s %-20s %7d %11.3f %9.2f %8.2f %7.1f%c %9.1e%s\n", r.kernel.c_str(), r.shape.c_str(),
+    std::printf("%-16s %-40s %-20s %7d %11.3f %9.2f %8.2f %7.1f%c %9.1e%s\n", r.kernel.c_str(), r.shape.c_str(),
                 r.dtype.c_str(), r.threads, r.median_ms, r.gflops, r.gbps, 100 * r.peak_fraction,
                 r.bounded_by == bound::compute ? 'F' : 'B', r.rel_err, r.rel_err <= r.tolerance ? "" : "  FAIL");
   std::printf("\n%% peak: F = of the FMA peak, B = of the DRAM read bandwidth, on the row's thread count.\n");
