@@ -6,11 +6,13 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/exp.hpp"
+#include "attnkit/backend/cpu/tanh.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "support/cpu_archs.hpp"
 #include "support/random.hpp"
@@ -72,6 +74,33 @@ TEST_P(CpuSimd, ExpWithinOneUlpOverItsRange) {
       else
         EXPECT_TRUE(std::isnan(y[0]));
     }
+  });
+}
+
+TEST_P(CpuSimd, TanhWithinItsBoundOverAllFloats) {
+  with_cpu_arch(GetParam(), [](auto arch) {
+    using A = decltype(arch);
+    using B = simd::fbatch<A>;
+    constexpr int L = simd::lanes<A>;
+    alignas(64) float x[L], y[L];
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    // Every 613th finite float of both signs, infinities, and the switch point 0.25.
+    std::vector<float> inputs = {0.25f, -0.25f, std::nextafter(0.25f, 0.0f), std::numeric_limits<float>::infinity(),
+                                 -std::numeric_limits<float>::infinity(), 0.0f, -0.0f};
+    for (std::uint32_t sign : {0u, 0x80000000u})
+      for (std::uint32_t u = 0; u < 0x7f800000u; u += 613) inputs.push_back(from_bits(u | sign));
+    while (inputs.size() % L != 0) inputs.push_back(1.0f);
+    for (std::size_t i = 0; i < inputs.size(); i += L) {
+      for (int l = 0; l < L; ++l) x[l] = inputs[i + l];
+      simd::tanh<A>(B::load_aligned(x)).store_aligned(y);
+      for (int l = 0; l < L; ++l) {
+        const double e = std::tanh(static_cast<double>(x[l]));
+        const double rel = e == 0.0 ? std::abs(y[l]) : std::abs(y[l] - e) / std::abs(e);
+        if (rel > worst) worst = rel, worst_x = x[l];
+      }
+    }
+    EXPECT_LE(worst, 4e-7) << "worst at x = " << worst_x;
   });
 }
 

@@ -31,6 +31,7 @@
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
+#include "attnkit/backend/cpu/tanh.hpp"
 #include "attnkit/backend/tags.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/parallel.hpp"
@@ -127,7 +128,8 @@ void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_
   constexpr float neg_inf = -std::numeric_limits<float>::infinity();
   if (var.score.softcap > 0.0f) {
     const B cap(var.score.softcap);
-    for (std::int64_t c = 0; c < n; c += L) (cap * xsimd::tanh(B::load_aligned(s + c) / cap)).store_aligned(s + c);
+    for (std::int64_t c = 0; c < n; c += L)
+      (cap * simd::tanh<Arch>(B::load_aligned(s + c) / cap)).store_aligned(s + c);
   }
   if (var.score.alibi_slopes) {
     alignas(64) float iota[L];
