@@ -4,31 +4,16 @@
 #include <vector>
 
 #include "attnkit/attention/dense.hpp"
-#include "support/compare.hpp"
-#include "support/reference_attention.hpp"
-#include "support/timing.hpp"
-#include "support/workloads.hpp"
-#include "tour/tour.hpp"
+#include "tour/attention_row.hpp"
 
 namespace attnkit::tour {
 
 template <class TQ, class TK, class TV, class TO>
 row run_dense(const char* kernel, const bench::problem& p, const attention_params& params, bound b,
               const environment& env) {
-  bench::attention_inputs<TQ, TK, TV, TO> in(p, test::fresh_seed());
-  row r;
-  r.kernel = kernel;
-  r.shape = bench::shape_string(p) + (params.causal ? " causal" : "");
-  r.dtype = dtype_label<TQ, TK, TV, TO>();
-  r.threads = 1;
-  r.bounded_by = b;
-  r.median_ms = bench::median_ms([&] { dense_attention(in.q.cview(), in.k.cview(), in.v.cview(), in.o.view, params); },
-                                 env.quick ? 2 : 5, env.quick ? 0.0 : 0.5);
-  env.rate(r, bench::attention_flops(p, params.causal), bench::kv_bytes(p, sizeof(TK), sizeof(TV)));
-  const auto ref = test::reference_attention(in.q.cview(), in.k.cview(), in.v.cview(), params);
-  r.rel_err = test::compare_output(in.o.cview(), ref).rel_l2;
-  r.tolerance = test::tolerance_for<TQ, TK, TV, TO>();
-  return r;
+  return attention_row<TQ, TK, TV, TO>(kernel, p, params, 1, b, env, [&](const auto& in) {
+    return [&] { dense_attention(in.q.cview(), in.k.cview(), in.v.cview(), in.o.view, params); };
+  });
 }
 
 /// The prefill problem: 8 query heads over 2 KV heads (GQA 4), d = 128, causal.

@@ -6,6 +6,7 @@
 
 #include "attnkit/attention/flash.hpp"
 #include "support/attention_case.hpp"
+#include "support/expect_error.hpp"
 
 namespace attnkit::test {
 namespace {
@@ -52,20 +53,16 @@ TEST(FlashReference, HeadDimsGqaAndLayouts) {
 TEST(FlashReference, ReducedPrecisionTypes) {
   problem pr;
   pr.hq = 8, pr.hkv = 2, pr.sq = 127, pr.skv = 300, pr.d = pr.dv = 128;
-  check_flash<half, half, half, half>(pr, mask_case::everything);
-  check_flash<bfloat16, bfloat16, bfloat16, bfloat16>(pr, mask_case::causal);
-  check_flash<float, half, half, float>(pr, mask_case::sinks_window);
-  check_flash<float, bfloat16, bfloat16, bfloat16>(pr, mask_case::softcap);
+  for_each_mix(reduced_precision_mixes{}, [&](auto mix) {
+    using M = decltype(mix);
+    check_flash<typename M::q, typename M::k, typename M::v, typename M::o>(pr, M::mask);
+  });
 }
 
 TEST(FlashReference, RejectsBadInputLikeDense) {
   tensor<float, 4> q({1, 4, 3, 8}, 0.0f), k({1, 3, 5, 8}, 0.0f), o({1, 4, 3, 8}, -1.0f);
-  try {
-    flash_attention(q.cview(), k.cview(), k.cview(), o.view());
-    FAIL() << "no error";
-  } catch (const error& e) {
-    EXPECT_STREQ(e.what(), "attnkit: flash_attention: q.extent(1) (hq) = 4 must be a multiple of k.extent(1) (hkv) = 3");
-  }
+  expect_error([&] { flash_attention(q.cview(), k.cview(), k.cview(), o.view()); },
+               "attnkit: flash_attention: q.extent(1) (hq) = 4 must be a multiple of k.extent(1) (hkv) = 3");
   for (std::int64_t i = 0; i < o.size(); ++i) ASSERT_EQ(o.data()[i], -1.0f);
 }
 

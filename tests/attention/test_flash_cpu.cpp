@@ -129,11 +129,10 @@ TEST_P(FlashCpu, ReducedPrecisionTypes) {
   for (std::int64_t sq : {2, 127}) {
     problem pr;
     pr.hq = 8, pr.hkv = 2, pr.sq = sq, pr.skv = 300, pr.d = pr.dv = 128;
-    check_cpu<half, half, half, half>(pr, mask_case::everything, GetParam());
-    check_cpu<bfloat16, bfloat16, bfloat16, bfloat16>(pr, mask_case::causal, GetParam());
-    check_cpu<float, half, half, float>(pr, mask_case::sinks_window, GetParam());
-    check_cpu<float, bfloat16, bfloat16, bfloat16>(pr, mask_case::softcap, GetParam());
-    check_cpu<bfloat16, float, half, float>(pr, mask_case::alibi, GetParam());
+    for_each_mix(reduced_precision_mixes{}, [&](auto mix) {
+      using M = decltype(mix);
+      check_cpu<typename M::q, typename M::k, typename M::v, typename M::o>(pr, M::mask, GetParam());
+    });
   }
 }
 

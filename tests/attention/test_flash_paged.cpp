@@ -13,6 +13,7 @@
 
 #include "attnkit/attention/flash.hpp"
 #include "support/attention_case.hpp"
+#include "support/expect_error.hpp"
 
 namespace attnkit::test {
 namespace {
@@ -78,16 +79,15 @@ TEST_P(FlashPaged, BitIdenticalToContiguous) {
   for (std::int64_t sq : {1, 127})
     for (mask_case m : {mask_case::causal, mask_case::everything}) {
       SCOPED_TRACE("sq " + std::to_string(sq) + " " + mask_case_name(m));
-      const std::uint64_t seed = fresh_seed();
-      SCOPED_TRACE(seed_note(seed));
-      std::mt19937_64 rng(seed);
+      seeded_rng seeded;
       problem pr;
       pr.b = 2, pr.hq = 8, pr.hkv = 2, pr.sq = sq, pr.skv = 700, pr.d = pr.dv = 64, pr.lay = layout::bshd;
-      attention_case<float, half, half, float> c(pr, rng);
+      attention_case<float, half, half, float> c(pr, seeded.rng);
       std::vector<float> slopes, sinks;
-      const attention_params params = make_params(m, pr, slopes, sinks, rng);
+      const attention_params params = make_params(m, pr, slopes, sinks, seeded.rng);
       const std::vector<std::int64_t> lengths(pr.b, pr.skv);
-      paged_copy<half> pk(c.k.cview(), lengths, page_size, rng), pv(c.v.cview(), lengths, page_size, rng);
+      const paged_copy<half> pk(c.k.cview(), lengths, page_size, seeded.rng);
+      const paged_copy<half> pv(c.v.cview(), lengths, page_size, seeded.rng);
       const cpu<arch> backend{two_threads()};
 
       flash_attention(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view, params, c.lse.view(), backend);
@@ -104,14 +104,13 @@ TEST_P(FlashPaged, BitIdenticalToContiguous) {
 TEST_P(FlashPaged, SequencesOfDifferentLengths) {
   const std::int64_t page_size = GetParam();
   for (std::int64_t sq : {1, 40}) {
-    const std::uint64_t seed = fresh_seed();
-    SCOPED_TRACE(seed_note(seed));
-    std::mt19937_64 rng(seed);
+    seeded_rng seeded;
     problem pr;
     pr.b = 3, pr.hq = 4, pr.hkv = 1, pr.sq = sq, pr.skv = 333, pr.d = pr.dv = 32;
-    attention_case<float, float, float, float> c(pr, rng);
+    attention_case<float, float, float, float> c(pr, seeded.rng);
     const std::vector<std::int64_t> lengths = {333, 41, 257};
-    paged_copy<float> pk(c.k.cview(), lengths, page_size, rng), pv(c.v.cview(), lengths, page_size, rng);
+    const paged_copy<float> pk(c.k.cview(), lengths, page_size, seeded.rng);
+    const paged_copy<float> pv(c.v.cview(), lengths, page_size, seeded.rng);
     attention_params params;
     params.causal = true;
     flash_attention(c.q.cview(), pk.view, pv.view, c.o.view, params, c.lse.view(), cpu<arch>{two_threads()});
@@ -133,13 +132,10 @@ INSTANTIATE_TEST_SUITE_P(PageSizes, FlashPaged, ::testing::Values(1, 16, 256),
                          [](const auto& info) { return "page" + std::to_string(info.param); });
 
 TEST(FlashCpuDeterminism, DecodeRepeatsAndPrefillIgnoresThreads) {
-  const std::uint64_t seed = fresh_seed();
-  SCOPED_TRACE(seed_note(seed));
-  std::mt19937_64 rng(seed);
+  seeded_rng seeded;
   for (std::int64_t sq : {1, 200}) {
-    problem pr;
-    pr.hq = 8, pr.hkv = 2, pr.sq = sq, pr.skv = 3000, pr.d = pr.dv = 64;
-    attention_case<float, float, float, float> c(pr, rng);
+    const problem pr{1, 8, 2, sq, 3000, 64, 64};  // b, hq, hkv, sq, skv, d, dv
+    attention_case<float, float, float, float> c(pr, seeded.rng);
     bhsd_tensor<float> again(pr.b, pr.hq, pr.sq, pr.dv, pr.lay), serial(pr.b, pr.hq, pr.sq, pr.dv, pr.lay);
     const attention_params params;
     flash_attention(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view, params, {}, cpu<arch>{two_threads()});
@@ -153,13 +149,10 @@ TEST(FlashCpuDeterminism, DecodeRepeatsAndPrefillIgnoresThreads) {
 }
 
 TEST(FlashCpuWorkspace, CallerWorkspaceIsUsedAndChecked) {
-  const std::uint64_t seed = fresh_seed();
-  SCOPED_TRACE(seed_note(seed));
-  std::mt19937_64 rng(seed);
+  seeded_rng seeded;
   for (std::int64_t sq : {1, 100}) {
-    problem pr;
-    pr.hq = 4, pr.hkv = 2, pr.sq = sq, pr.skv = 500, pr.d = pr.dv = 48;
-    attention_case<float, float, float, float> c(pr, rng);
+    const problem pr{1, 4, 2, sq, 500, 48, 48};  // b, hq, hkv, sq, skv, d, dv
+    attention_case<float, float, float, float> c(pr, seeded.rng);
     cpu<arch> backend{two_threads()};
     const std::size_t bytes = flash_attention_workspace_size(c.q.cview(), c.k.cview(), c.v.cview(), backend);
     std::vector<unsigned char> buffer(bytes, 0xff);
@@ -171,14 +164,9 @@ TEST(FlashCpuWorkspace, CallerWorkspaceIsUsedAndChecked) {
     bhsd_tensor<float> untouched(pr.b, pr.hq, pr.sq, pr.dv, pr.lay);
     std::fill_n(untouched.storage.data(), untouched.storage.size(), -1.0f);
     backend.scratch = {buffer.data(), bytes - 1};
-    try {
-      flash_attention(c.q.cview(), c.k.cview(), c.v.cview(), untouched.view, {}, {}, backend);
-      FAIL() << "no error";
-    } catch (const error& e) {
-      EXPECT_EQ(std::string(e.what()), "attnkit: flash_attention: workspace.bytes must be >= " +
-                                           std::to_string(bytes) + " (the kernel's workspace_size), got " +
-                                           std::to_string(bytes - 1));
-    }
+    expect_error([&] { flash_attention(c.q.cview(), c.k.cview(), c.v.cview(), untouched.view, {}, {}, backend); },
+                 "attnkit: flash_attention: workspace.bytes must be >= " + std::to_string(bytes) +
+                     " (the kernel's workspace_size), got " + std::to_string(bytes - 1));
     for (std::int64_t i = 0; i < untouched.storage.size(); ++i) ASSERT_EQ(untouched.storage.data()[i], -1.0f);
   }
 }
@@ -186,12 +174,8 @@ TEST(FlashCpuWorkspace, CallerWorkspaceIsUsedAndChecked) {
 /// Runs the paged call expecting `message`, with o left untouched.
 void expect_paged_error(const paged_kv<const float>& k, const std::string& message) {
   tensor<float, 4> q({1, 2, 3, 8}, 0.5f), o({1, 2, 3, 8}, -1.0f);
-  try {
-    flash_attention(q.cview(), k, k, o.view(), {}, {}, cpu<arch>{executor::serial()});
-    ADD_FAILURE() << "no error for: " << message;
-  } catch (const error& e) {
-    EXPECT_EQ(std::string(e.what()), "attnkit: flash_attention: " + message);
-  }
+  expect_error([&] { flash_attention(q.cview(), k, k, o.view(), {}, {}, cpu<arch>{executor::serial()}); },
+               "attnkit: flash_attention: " + message);
   for (std::int64_t i = 0; i < o.size(); ++i) ASSERT_EQ(o.data()[i], -1.0f);
 }
 

@@ -8,6 +8,7 @@
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/backend/cpu/dispatch.hpp"
 #include "support/attention_case.hpp"
+#include "support/expect_error.hpp"
 
 namespace attnkit::test {
 namespace {
@@ -30,13 +31,16 @@ void check_dispatch(std::int64_t sq, mask_case m) {
 }
 
 TEST(CpuDispatch, EveryDispatchedTypeMatchesFp64Reference) {
-  for (std::int64_t sq : {1, 100}) {
-    check_dispatch<float, float, float, float>(sq, mask_case::everything);
-    check_dispatch<half, half, half, half>(sq, mask_case::causal);
-    check_dispatch<bfloat16, bfloat16, bfloat16, bfloat16>(sq, mask_case::sinks_window);
-    check_dispatch<float, half, half, float>(sq, mask_case::alibi);
-    check_dispatch<float, bfloat16, bfloat16, float>(sq, mask_case::softcap);
-  }
+  using dispatched = mix_list<dtype_mix<float, float, float, float, mask_case::everything>,
+                              dtype_mix<half, half, half, half, mask_case::causal>,
+                              dtype_mix<bfloat16, bfloat16, bfloat16, bfloat16, mask_case::sinks_window>,
+                              dtype_mix<float, half, half, float, mask_case::alibi>,
+                              dtype_mix<float, bfloat16, bfloat16, float, mask_case::softcap>>;
+  for (std::int64_t sq : {1, 100})
+    for_each_mix(dispatched{}, [&](auto mix) {
+      using M = decltype(mix);
+      check_dispatch<typename M::q, typename M::k, typename M::v, typename M::o>(sq, M::mask);
+    });
 }
 
 TEST(CpuDispatch, CallerWorkspaceAndErrors) {
@@ -49,14 +53,13 @@ TEST(CpuDispatch, CallerWorkspaceAndErrors) {
 
   backend.scratch.bytes -= 1;
   tensor<float, 4> untouched({1, 4, 3, 8}, -1.0f);
-  EXPECT_THROW(flash_attention(q.cview(), k.cview(), k.cview(), untouched.view(), {}, {}, backend), error);
+  expect_error([&] { flash_attention(q.cview(), k.cview(), k.cview(), untouched.view(), {}, {}, backend); },
+               "attnkit: flash_attention: workspace.bytes must be >= " + std::to_string(scratch.size()) +
+                   " (the kernel's workspace_size), got " + std::to_string(scratch.size() - 1));
   tensor<float, 4> bad_k({1, 3, 5, 8}, 0.0f);
-  try {
-    flash_attention(q.cview(), bad_k.cview(), bad_k.cview(), untouched.view(), {}, {}, cpu_dispatch{});
-    FAIL() << "no error";
-  } catch (const error& e) {
-    EXPECT_STREQ(e.what(), "attnkit: flash_attention: q.extent(1) (hq) = 4 must be a multiple of k.extent(1) (hkv) = 3");
-  }
+  expect_error(
+      [&] { flash_attention(q.cview(), bad_k.cview(), bad_k.cview(), untouched.view(), {}, {}, cpu_dispatch{}); },
+      "attnkit: flash_attention: q.extent(1) (hq) = 4 must be a multiple of k.extent(1) (hkv) = 3");
   for (std::int64_t i = 0; i < untouched.size(); ++i) ASSERT_EQ(untouched.data()[i], -1.0f);
 }
 

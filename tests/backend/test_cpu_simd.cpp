@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
-#include <vector>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -16,6 +16,7 @@
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "support/cpu_archs.hpp"
 #include "support/random.hpp"
+#include "support/seeded.hpp"
 
 namespace attnkit::test {
 namespace {
@@ -28,47 +29,62 @@ float from_bits(std::uint32_t u) {
   return f;
 }
 
+/// Largest relative error (and where) of simd_f against exact(double) over the
+/// floats for_each_input(emit) emits, run through Arch's registers.
+template <class A, class SimdF, class Exact, class Inputs>
+std::pair<double, float> worst_relative_error(SimdF simd_f, Exact exact, Inputs for_each_input) {
+  constexpr int L = simd::lanes<A>;
+  alignas(64) float x[L], y[L];
+  std::pair<double, float> worst{0.0, 0.0f};
+  int n = 0;
+  const auto flush = [&] {
+    simd_f(simd::fbatch<A>::load_aligned(x)).store_aligned(y);
+    for (int i = 0; i < n; ++i) {
+      const double e = exact(static_cast<double>(x[i]));
+      const double rel = e == 0.0 ? std::abs(y[i]) : std::abs(y[i] - e) / std::abs(e);
+      if (rel > worst.first) worst = {rel, x[i]};
+    }
+    n = 0;
+  };
+  for_each_input([&](float v) {
+    x[n++] = v;
+    if (n == L) flush();
+  });
+  if (n > 0) flush();
+  return worst;
+}
+
+/// emit(every step-th float of both signs whose bit pattern is below `end`).
+template <class Emit>
+void float_sweep(std::uint32_t end, std::uint32_t step, Emit&& emit) {
+  for (std::uint32_t sign : {0u, 0x80000000u})
+    for (std::uint32_t u = 0; u < end; u += step) emit(from_bits(u | sign));
+}
+
 TEST_P(CpuSimd, ExpWithinOneUlpOverItsRange) {
   with_cpu_arch(GetParam(), [](auto arch) {
     using A = decltype(arch);
     using B = simd::fbatch<A>;
     constexpr int L = simd::lanes<A>;
-    alignas(64) float x[L], y[L];
-    double worst = 0.0;
-    float worst_x = 0.0f;
-    int n = 0;
-    const auto flush = [&] {
-      simd::exp<A>(B::load_aligned(x)).store_aligned(y);
-      for (int i = 0; i < n; ++i) {
-        const double e = std::exp(static_cast<double>(x[i]));
-        const double rel = std::abs(y[i] - e) / e;
-        if (rel > worst) worst = rel, worst_x = x[i];
-      }
-      n = 0;
-    };
-    // Every 61st float of both signs up to |x| = 88.4, then the range ends exactly.
-    for (std::uint32_t sign : {0u, 0x80000000u})
-      for (std::uint32_t u = 0; u < 0x42b10000u; u += 61) {
-        const float v = from_bits(u | sign);
-        if (v < simd::exp_min_arg || v > simd::exp_max_arg) continue;
-        x[n++] = v;
-        if (n == L) flush();
-      }
-    for (float v : {simd::exp_min_arg, simd::exp_max_arg, 0.0f, -0.0f, 1e-30f, -1e-30f}) {
-      x[n++] = v;
-      if (n == L) flush();
-    }
-    if (n > 0) flush();
-    EXPECT_LE(worst, 1.2e-7) << "worst at x = " << worst_x;
+    // Every 61st float of both signs up to |x| = 88.4 inside the range, and the range's ends.
+    const auto [worst, at] = worst_relative_error<A>(
+        [](B v) { return simd::exp<A>(v); }, [](double v) { return std::exp(v); },
+        [](auto emit) {
+          float_sweep(0x42b10000u, 61, [&](float v) {
+            if (v >= simd::exp_min_arg && v <= simd::exp_max_arg) emit(v);
+          });
+          for (float v : {simd::exp_min_arg, simd::exp_max_arg, 0.0f, -0.0f, 1e-30f, -1e-30f}) emit(v);
+        });
+    EXPECT_LE(worst, 1.2e-7) << "worst at x = " << at;
 
     // Outside the range: 0 below (true values under FLT_MIN), +inf above, NaN stays NaN.
     const float inf = std::numeric_limits<float>::infinity();
     const float specials[] = {-inf, -1000.0f, std::nextafter(simd::exp_min_arg, -inf), inf, 1000.0f,
                               std::nextafter(simd::exp_max_arg, inf), std::numeric_limits<float>::quiet_NaN()};
     const float expected[] = {0.0f, 0.0f, 0.0f, inf, inf, inf};
+    alignas(64) float y[L];
     for (int i = 0; i < 7; ++i) {
-      for (int l = 0; l < L; ++l) x[l] = specials[i];
-      simd::exp<A>(B::load_aligned(x)).store_aligned(y);
+      simd::exp<A>(B(specials[i])).store_aligned(y);
       if (i < 6)
         EXPECT_EQ(y[0], expected[i]) << "exp(" << specials[i] << ")";
       else
@@ -80,27 +96,15 @@ TEST_P(CpuSimd, ExpWithinOneUlpOverItsRange) {
 TEST_P(CpuSimd, TanhWithinItsBoundOverAllFloats) {
   with_cpu_arch(GetParam(), [](auto arch) {
     using A = decltype(arch);
-    using B = simd::fbatch<A>;
-    constexpr int L = simd::lanes<A>;
-    alignas(64) float x[L], y[L];
-    double worst = 0.0;
-    float worst_x = 0.0f;
-    // Every 613th finite float of both signs, infinities, and the switch point 0.25.
-    std::vector<float> inputs = {0.25f, -0.25f, std::nextafter(0.25f, 0.0f), std::numeric_limits<float>::infinity(),
-                                 -std::numeric_limits<float>::infinity(), 0.0f, -0.0f};
-    for (std::uint32_t sign : {0u, 0x80000000u})
-      for (std::uint32_t u = 0; u < 0x7f800000u; u += 613) inputs.push_back(from_bits(u | sign));
-    while (inputs.size() % L != 0) inputs.push_back(1.0f);
-    for (std::size_t i = 0; i < inputs.size(); i += L) {
-      for (int l = 0; l < L; ++l) x[l] = inputs[i + l];
-      simd::tanh<A>(B::load_aligned(x)).store_aligned(y);
-      for (int l = 0; l < L; ++l) {
-        const double e = std::tanh(static_cast<double>(x[l]));
-        const double rel = e == 0.0 ? std::abs(y[l]) : std::abs(y[l] - e) / std::abs(e);
-        if (rel > worst) worst = rel, worst_x = x[l];
-      }
-    }
-    EXPECT_LE(worst, 4e-7) << "worst at x = " << worst_x;
+    // Every 613th finite float of both signs, infinities, and around the switch point 0.25.
+    const auto [worst, at] = worst_relative_error<A>(
+        [](simd::fbatch<A> v) { return simd::tanh<A>(v); }, [](double v) { return std::tanh(v); },
+        [](auto emit) {
+          float_sweep(0x7f800000u, 613, emit);
+          const float inf = std::numeric_limits<float>::infinity();
+          for (float v : {0.25f, -0.25f, std::nextafter(0.25f, 0.0f), inf, -inf, 0.0f, -0.0f}) emit(v);
+        });
+    EXPECT_LE(worst, 4e-7) << "worst at x = " << at;
   });
 }
 
@@ -109,11 +113,9 @@ TEST_P(CpuSimd, TransposeSumPutsRowSumsInOrder) {
     using A = decltype(arch);
     using B = simd::fbatch<A>;
     constexpr int L = simd::lanes<A>;
-    const std::uint64_t seed = fresh_seed();
-    SCOPED_TRACE(seed_note(seed));
-    std::mt19937_64 rng(seed);
+    seeded_rng seeded;
     alignas(64) float m[L][L], out[L];
-    fill_normal(&m[0][0], L * L, rng);
+    fill_normal(&m[0][0], L * L, seeded.rng);
     B rows[L];
     for (int r = 0; r < L; ++r) rows[r] = B::load_aligned(m[r]);
     simd::transpose_sum<A>(rows).store_aligned(out);

@@ -22,6 +22,7 @@
 #include "support/problem.hpp"
 #include "support/random.hpp"
 #include "support/reference_attention.hpp"
+#include "support/seeded.hpp"
 
 namespace attnkit::test {
 
@@ -159,14 +160,39 @@ inline std::string size_mask_name(const ::testing::TestParamInfo<size_mask_param
 /// writing c.o and c.lse (and c.probs when with_probs).
 template <class TQ, class TK, class TV, class TO, class Run>
 void check_against_oracle(const problem& pr, mask_case m, Run&& run, bool with_probs) {
-  const std::uint64_t seed = fresh_seed();
-  SCOPED_TRACE(seed_note(seed));
-  std::mt19937_64 rng(seed);
-  attention_case<TQ, TK, TV, TO> c(pr, rng);
+  seeded_rng seeded;
+  attention_case<TQ, TK, TV, TO> c(pr, seeded.rng);
   std::vector<float> slopes, sinks;
-  const attention_params params = make_params(m, pr, slopes, sinks, rng);
+  const attention_params params = make_params(m, pr, slopes, sinks, seeded.rng);
   run(c, params);
   c.expect_matches(c.oracle(params), tolerance_for<TQ, TK, TV, TO>(), with_probs);
 }
+
+/// Element types of q, k, v, o and the mask case a dtype test pairs them with.
+template <class TQ, class TK, class TV, class TO, mask_case M>
+struct dtype_mix {
+  using q = TQ;
+  using k = TK;
+  using v = TV;
+  using o = TO;
+  static constexpr mask_case mask = M;
+};
+
+template <class... Mix>
+struct mix_list {};
+
+/// f(Mix{}) for each mix of the list.
+template <class... Mix, class F>
+void for_each_mix(mix_list<Mix...>, F&& f) {
+  (f(Mix{}), ...);
+}
+
+/// The reduced-precision mixes every kernel is tested with (f32 is the default elsewhere).
+using reduced_precision_mixes =
+    mix_list<dtype_mix<half, half, half, half, mask_case::everything>,
+             dtype_mix<bfloat16, bfloat16, bfloat16, bfloat16, mask_case::causal>,
+             dtype_mix<float, half, half, float, mask_case::sinks_window>,
+             dtype_mix<float, bfloat16, bfloat16, bfloat16, mask_case::softcap>,
+             dtype_mix<bfloat16, float, half, float, mask_case::alibi>>;
 
 }  // namespace attnkit::test

@@ -41,13 +41,7 @@ void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                      tensor_view<TO, 4> o,  // (b, hq, sq, dv)
                      const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
                      reference) {
-  static_assert(is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<std::remove_const_t<TK>> &&
-                    is_element_type_v<std::remove_const_t<TV>> && is_element_type_v<TO>,
-                "q, k, v, o must hold float, half or bfloat16 (o non-const)");
-  constexpr const char* fn = "flash_attention";
-  const attention_shape s = detail::check_qkvo(fn, q, k, v, o);
-  detail::check_lse(fn, lse, s);
-  detail::check_params(fn, params, s);
+  const attention_shape s = detail::check_attention_call("flash_attention", q, k, v, o, params, lse);
   const bool want_lse = detail::is_given(lse);
 
   constexpr std::int64_t tile_q = 16, tile_kv = 32;

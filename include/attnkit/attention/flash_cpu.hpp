@@ -387,11 +387,12 @@ bool values_in_place(const tensor_view<TV, 4>& v) {
   return std::is_same_v<std::remove_const_t<TV>, float> && (v.extent(3) <= 1 || v.stride(3) == 1);
 }
 
-/// Shape of a paged call; skv is the longest sequence.
+/// Every check of a paged call; returns its shape, with skv the longest sequence.
 template <class TQ, class TK, class TV, class TO>
 attention_shape check_paged_call(const char* fn, const tensor_view<TQ, 4>& q, const paged_kv<TK>& k,
-                                 const paged_kv<TV>& v, const tensor_view<TO, 4>& o,
-                                 const attention_params& params) {
+                                 const paged_kv<TV>& v, const tensor_view<TO, 4>& o, const attention_params& params,
+                                 const tensor_view<float, 3>& lse) {
+  static_assert(attention_types_ok<TQ, TK, TV, TO>, "q, k, v, o must hold float, half or bfloat16 (o non-const)");
   check_view(fn, "q", q, true);
   check_view(fn, "o", o, true);
   check_paged(fn, "k", k);
@@ -420,26 +421,18 @@ attention_shape check_paged_call(const char* fn, const tensor_view<TQ, 4>& q, co
   attention_shape params_shape = s;
   params_shape.skv = shortest;  // sinks must exist in every sequence
   check_params(fn, params, params_shape);
+  check_lse(fn, lse, s);
   return s;
 }
 
 }  // namespace detail
 
-/// flash_attention on the SIMD CPU backend; same contract as the reference backend.
+/// flash_attention on the SIMD CPU backend; same shapes and contract as the reference backend.
 template <class Arch, class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
-                     tensor_view<TK, 4> k,  // (b, hkv, skv, d)
-                     tensor_view<TV, 4> v,  // (b, hkv, skv, dv)
-                     tensor_view<TO, 4> o,  // (b, hq, sq, dv)
-                     const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
-                     const cpu<Arch>& backend) {
-  static_assert(is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<std::remove_const_t<TK>> &&
-                    is_element_type_v<std::remove_const_t<TV>> && is_element_type_v<TO>,
-                "q, k, v, o must hold float, half or bfloat16 (o non-const)");
+void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                     const attention_params& params, tensor_view<float, 3> lse, const cpu<Arch>& backend) {
   constexpr const char* fn = "flash_attention";
-  const attention_shape s = detail::check_qkvo(fn, q, k, v, o);
-  detail::check_lse(fn, lse, s);
-  detail::check_params(fn, params, s);
+  const attention_shape s = detail::check_attention_call(fn, q, k, v, o, params, lse);
   detail::flash_cpu(fn, s, detail::values_in_place(v), q, detail::strided_kv<TK>{k}, detail::strided_kv<TV>{v}, o,
                     params, lse, backend);
 }
@@ -453,12 +446,8 @@ void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                      tensor_view<TO, 4> o,  // (b, hq, sq, dv)
                      const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
                      const cpu<Arch>& backend) {
-  static_assert(is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<std::remove_const_t<TK>> &&
-                    is_element_type_v<std::remove_const_t<TV>> && is_element_type_v<TO>,
-                "q, k, v, o must hold float, half or bfloat16 (o non-const)");
   constexpr const char* fn = "flash_attention";
-  const attention_shape s = detail::check_paged_call(fn, q, k, v, o, params);
-  detail::check_lse(fn, lse, s);
+  const attention_shape s = detail::check_paged_call(fn, q, k, v, o, params, lse);
   detail::flash_cpu(fn, s, false, q, k, v, o, params, lse, backend);
 }
 

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "attnkit/attention/params.hpp"
+#include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
@@ -101,6 +103,23 @@ inline void check_params(const char* fn, const attention_params& p, const attent
                 ": params.softcap must be finite and >= 0 (0: off), got ", p.softcap);
   check_per_head(fn, "params.alibi_slopes", p.alibi_slopes, s.hq);
   check_per_head(fn, "params.sink_logits", p.sink_logits, s.hq);
+}
+
+template <class TQ, class TK, class TV, class TO>
+inline constexpr bool attention_types_ok =
+    is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<std::remove_const_t<TK>> &&
+    is_element_type_v<std::remove_const_t<TV>> && is_element_type_v<TO>;
+
+/// Every check of an attention call over contiguous K/V; returns its shape.
+template <class TQ, class TK, class TV, class TO>
+attention_shape check_attention_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
+                                     const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o,
+                                     const attention_params& params, const tensor_view<float, 3>& lse) {
+  static_assert(attention_types_ok<TQ, TK, TV, TO>, "q, k, v, o must hold float, half or bfloat16 (o non-const)");
+  const attention_shape s = check_qkvo(fn, q, k, v, o);
+  check_lse(fn, lse, s);
+  check_params(fn, params, s);
+  return s;
 }
 
 }  // namespace detail

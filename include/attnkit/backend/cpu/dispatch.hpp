@@ -71,19 +71,13 @@ inline const char* cpu_dispatch_arch() {
   return xsimd::dispatch<dispatch_archs>(detail::arch_name{})();
 }
 
-/// flash_attention on the best arch this CPU has; same contract as cpu<Arch>.
+/// flash_attention on the best arch this CPU has; same shapes and contract as cpu<Arch>.
 template <class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
-                     tensor_view<TK, 4> k,  // (b, hkv, skv, d)
-                     tensor_view<TV, 4> v,  // (b, hkv, skv, dv)
-                     tensor_view<TO, 4> o,  // (b, hq, sq, dv)
-                     const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
-                     const cpu_dispatch& backend) {
+void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                     const attention_params& params, tensor_view<float, 3> lse, const cpu_dispatch& backend) {
   constexpr const char* fn = "flash_attention";
   detail::check_dispatchable(fn);
-  const attention_shape s = detail::check_qkvo(fn, q, k, v, o);
-  detail::check_lse(fn, lse, s);
-  detail::check_params(fn, params, s);
+  detail::check_attention_call(fn, q, k, v, o, params, lse);
   if (backend.scratch.data != nullptr || backend.scratch.bytes != 0) {
     const std::size_t needed = xsimd::dispatch<dispatch_archs>(detail::flash_dispatch_size{})(
         detail::as_const(q), detail::as_const(k), detail::as_const(v), &backend.exec);

@@ -47,44 +47,26 @@ void for_row_blocks(std::int64_t rows, F&& f) {
   }
 }
 
-template <class Arch, int MR, int NV>
-void qk_micro(const float* q, std::int64_t ldq, const float* kt, std::int64_t ldkt, std::int64_t d, float* s,
-              std::int64_t lds) {
+/// c (MR, NV * lanes) = [c +] a (MR, steps) * b (steps, NV * lanes). a's rows are
+/// lda apart with unit step; b's rows ldb apart; c is aligned, rows ldc apart.
+template <class Arch, int MR, int NV, bool Accumulate>
+void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, std::int64_t steps, float* c,
+                std::int64_t ldc) {
   using B = fbatch<Arch>;
   constexpr int L = lanes<Arch>;
   B acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NV; ++c) acc[r][c] = B(0.0f);
-  for (std::int64_t x = 0; x < d; ++x) {
-    B k[NV];
-    for (int c = 0; c < NV; ++c) k[c] = B::load_aligned(kt + x * ldkt + c * L);
+    for (int x = 0; x < NV; ++x) acc[r][x] = Accumulate ? B::load_aligned(c + r * ldc + x * L) : B(0.0f);
+  for (std::int64_t k = 0; k < steps; ++k) {
+    B bk[NV];
+    for (int x = 0; x < NV; ++x) bk[x] = B::load_unaligned(b + k * ldb + x * L);
     for (int r = 0; r < MR; ++r) {
-      const B a(q[r * ldq + x]);
-      for (int c = 0; c < NV; ++c) acc[r][c] = xsimd::fma(a, k[c], acc[r][c]);
+      const B ak(a[r * lda + k]);
+      for (int x = 0; x < NV; ++x) acc[r][x] = xsimd::fma(ak, bk[x], acc[r][x]);
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NV; ++c) acc[r][c].store_aligned(s + r * lds + c * L);
-}
-
-template <class Arch, int MR, int NV>
-void pv_micro(const float* p, std::int64_t ldp, const float* v, std::int64_t ldv, std::int64_t cols, float* acc,
-              std::int64_t lda) {
-  using B = fbatch<Arch>;
-  constexpr int L = lanes<Arch>;
-  B o[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NV; ++c) o[r][c] = B::load_aligned(acc + r * lda + c * L);
-  for (std::int64_t j = 0; j < cols; ++j) {
-    B w[NV];
-    for (int c = 0; c < NV; ++c) w[c] = B::load_unaligned(v + j * ldv + c * L);
-    for (int r = 0; r < MR; ++r) {
-      const B a(p[r * ldp + j]);
-      for (int c = 0; c < NV; ++c) o[r][c] = xsimd::fma(a, w[c], o[r][c]);
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NV; ++c) o[r][c].store_aligned(acc + r * lda + c * L);
+    for (int x = 0; x < NV; ++x) acc[r][x].store_aligned(c + r * ldc + x * L);
 }
 
 }  // namespace detail
@@ -96,8 +78,8 @@ void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt,
   using T = flash_tiling<Arch>;
   detail::for_row_blocks<T::mr>(rows, [&](std::int64_t r0, auto m) {
     for (int c0 = 0; c0 < T::kv_tile; c0 += T::nv * T::lanes)
-      detail::qk_micro<Arch, decltype(m)::value, T::nv>(q + r0 * d, d, kt + c0, T::kv_tile, d,
-                                                        s + r0 * T::kv_tile + c0, T::kv_tile);
+      detail::gemm_micro<Arch, decltype(m)::value, T::nv, false>(q + r0 * d, d, kt + c0, T::kv_tile, d,
+                                                                 s + r0 * T::kv_tile + c0, T::kv_tile);
   });
 }
 
@@ -113,10 +95,10 @@ void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* 
     float* ar = acc + r0 * dvp;
     std::int64_t x = 0;
     for (; x + T::nv * T::lanes <= dvp; x += T::nv * T::lanes)
-      detail::pv_micro<Arch, M, T::nv>(pr, T::kv_tile, v + x, ldv, cols, ar + x, dvp);
+      detail::gemm_micro<Arch, M, T::nv, true>(pr, T::kv_tile, v + x, ldv, cols, ar + x, dvp);
     detail::for_row_blocks<T::nv>((dvp - x) / T::lanes, [&](std::int64_t c0, auto n) {
-      detail::pv_micro<Arch, M, decltype(n)::value>(pr, T::kv_tile, v + x + c0 * T::lanes, ldv, cols,
-                                                    ar + x + c0 * T::lanes, dvp);
+      detail::gemm_micro<Arch, M, decltype(n)::value, true>(pr, T::kv_tile, v + x + c0 * T::lanes, ldv, cols,
+                                                            ar + x + c0 * T::lanes, dvp);
     });
   });
 }
