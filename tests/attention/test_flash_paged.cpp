@@ -14,54 +14,12 @@
 #include "attnkit/attention/flash.hpp"
 #include "support/attention_case.hpp"
 #include "support/expect_error.hpp"
+#include "support/paged_copy.hpp"
 
 namespace attnkit::test {
 namespace {
 
 using arch = xsimd::default_arch;
-
-executor two_threads() {
-#if defined(_OPENMP)
-  return executor::openmp(2);
-#else
-  return executor::serial();
-#endif
-}
-
-/// K or V of a contiguous (b, hkv, skv, d) tensor copied into a shuffled page pool.
-template <class T>
-struct paged_copy {
-  tensor<T, 4> pool;  // (num_pages, hkv, page_size, d)
-  std::vector<std::int32_t> indptr, indices, last;
-  paged_kv<const T> view;
-
-  paged_copy(tensor_view<const T, 4> src, const std::vector<std::int64_t>& lengths, std::int64_t page_size,
-             std::mt19937_64& rng)
-      : pool({1, 1, 1, 1}) {
-    const std::int64_t b = src.extent(0), hkv = src.extent(1), d = src.extent(3);
-    indptr.push_back(0);
-    for (std::int64_t i = 0; i < b; ++i) {
-      const std::int64_t pages = (lengths[i] + page_size - 1) / page_size;
-      indptr.push_back(static_cast<std::int32_t>(indptr.back() + pages));
-      last.push_back(static_cast<std::int32_t>(pages == 0 ? 0 : lengths[i] - (pages - 1) * page_size));
-    }
-    const std::int64_t used = indptr.back(), num_pages = used + 3;  // a few pages nobody uses
-    std::vector<std::int32_t> ids(num_pages);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    indices.assign(ids.begin(), ids.begin() + used);
-    pool = tensor<T, 4>({num_pages, hkv, page_size, d}, from_float<T>(std::nanf("")));
-    for (std::int64_t i = 0; i < b; ++i)
-      for (std::int64_t h = 0; h < hkv; ++h)
-        for (std::int64_t j = 0; j < lengths[i]; ++j)
-          for (std::int64_t x = 0; x < d; ++x)
-            pool(indices[indptr[i] + j / page_size], h, j % page_size, x) = src(i, h, j, x);
-    view.pages = pool.cview();
-    view.table.indptr = tensor_view<const std::int32_t, 1>(indptr.data(), {b + 1});
-    view.table.indices = tensor_view<const std::int32_t, 1>(indices.data(), {used});
-    view.table.last_page_len = tensor_view<const std::int32_t, 1>(last.data(), {b});
-  }
-};
 
 template <class T>
 bool same_bits(const tensor_view<T, 4>& a, const tensor_view<T, 4>& b) {

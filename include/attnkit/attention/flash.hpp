@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attnkit/attention/key_weights.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"
@@ -111,16 +112,33 @@ void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
     }
 }
 
+/// The reference call that also fills key_weights (key_weights.hpp): the
+/// attention, then the second pass with the lse it returned.
+template <class TQ, class TK, class TV, class TO>
+void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                     const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw, reference) {
+  const attention_shape s = detail::check_attention_call("flash_attention", q, k, v, o, params, lse);
+  detail::check_key_weights("flash_attention", kw, s);
+  std::vector<float> own_lse;
+  if (detail::is_given(kw) && !detail::is_given(lse)) {
+    own_lse.resize(static_cast<std::size_t>(s.b * s.hq * s.sq));
+    lse = tensor_view<float, 3>(own_lse.data(), {s.b, s.hq, s.sq});
+  }
+  flash_attention(q, k, v, o, params, lse, reference{});
+  if (detail::is_given(kw)) attention_key_weights(q, k, params, tensor_view<const float, 3>(lse), kw, reference{});
+}
+
 /// flash_attention on the best backend compiled in: cpu<xsimd::default_arch> (the
 /// widest arch this translation unit's flags allow, on the default executor) when
 /// xsimd is available, else the reference backend.
 template <class TQ, class TK, class TV, class TO>
 void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
-                     const attention_params& params = {}, tensor_view<float, 3> lse = {}) {
+                     const attention_params& params = {}, tensor_view<float, 3> lse = {},
+                     const key_weights& kw = {}) {
 #if ATTNKIT_HAS_XSIMD
-  flash_attention(q, k, v, o, params, lse, cpu<xsimd::default_arch>{});
+  flash_attention(q, k, v, o, params, lse, kw, cpu<xsimd::default_arch>{});
 #else
-  flash_attention(q, k, v, o, params, lse, reference{});
+  flash_attention(q, k, v, o, params, lse, kw, reference{});
 #endif
 }
 

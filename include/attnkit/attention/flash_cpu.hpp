@@ -25,6 +25,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "attnkit/attention/key_weights.hpp"
 #include "attnkit/attention/paged.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/validate.hpp"
@@ -54,6 +55,14 @@ struct strided_kv {
   }
 };
 
+/// What a cpu flash call produces, beyond its shape.
+struct flash_request {
+  bool values_in_place = false;  // v is fp32 with unit stride: prefill reads it without packing
+  bool output = true;            // o (and lse); false: only key weights from a given lse
+  bool key_weights = false;      // key_weights.out is requested
+  bool lse_given = true;         // the caller passes lse (else key weights need scratch for it)
+};
+
 /// Sizes of one cpu flash call; workspace_size and the kernel both derive theirs from it.
 template <class Arch>
 struct flash_cpu_plan {
@@ -64,21 +73,29 @@ struct flash_cpu_plan {
   std::int64_t slots = 1;
   std::int64_t group = 1, dp = 0, dvp = 0;
   bool decode = false;
+  bool output = true;                // o and lse are computed (else only key weights)
   bool pack_v = true;                // prefill: values copied to fp32 panels
   std::int64_t heads_per_pass = 1;   // prefill: KV heads packed at once
   std::int64_t tiles = 0;            // prefill: kv tiles per head
   std::int64_t rows = 0;             // decode: query rows per group (group * sq)
   std::int64_t splits = 1, chunk = 0;  // decode: KV chunks per (b, kv head), keys per chunk
+  bool weights = false;                // key weights requested
+  bool own_lse = false;                // prefill: lse lives in scratch for the key-weight pass
+  std::int64_t skv_pad = 0;            // decode: skv rounded up to lanes, the row stride of kept scores
 
-  flash_cpu_plan(const attention_shape& shape, std::int64_t concurrency, bool values_in_place) : s(shape) {
+  flash_cpu_plan(const attention_shape& shape, std::int64_t concurrency, const flash_request& req) : s(shape) {
     constexpr std::int64_t L = tiling::lanes;
     slots = std::max<std::int64_t>(1, concurrency);
     group = s.hkv > 0 ? s.hq / s.hkv : 1;
     dp = (s.d + L - 1) / L * L;
     dvp = (s.dv + L - 1) / L * L;
     rows = group * s.sq;
-    decode = rows <= max_decode_rows;
-    pack_v = !(values_in_place && s.dv % L == 0);
+    decode = rows <= max_decode_rows && req.output;  // weights alone take the prefill pass
+    pack_v = req.output && !(req.values_in_place && s.dv % L == 0);
+    output = req.output;
+    weights = req.key_weights;
+    own_lse = weights && !decode && !req.lse_given;
+    skv_pad = (s.skv + L - 1) / L * L;
     heads_per_pass = std::max<std::int64_t>(1, std::min(s.b * s.hkv, slots));
     tiles = (s.skv + tiling::kv_tile - 1) / tiling::kv_tile;
     const std::int64_t heads = std::max<std::int64_t>(1, s.b * s.hkv);
@@ -100,6 +117,11 @@ struct flash_cpu_plan {
   // query rows, one tile of keys and values in fp32, and the rows' scores.
   std::size_t partial_floats() const { return static_cast<std::size_t>(rows * dvp + round_up(2 * rows)); }
   std::size_t partials_floats() const { return static_cast<std::size_t>(s.b * s.hkv * splits) * partial_floats(); }
+  // Key weights: decode keeps every row's scores; prefill needs the lse if the caller did not pass it.
+  std::size_t kept_scores_floats() const {
+    return weights && decode ? static_cast<std::size_t>(s.b * s.hkv * rows * skv_pad) : 0;
+  }
+  std::size_t lse_floats() const { return own_lse ? static_cast<std::size_t>(s.b * s.hq * s.sq) : 0; }
 
   /// Floats of one slot's scratch; a multiple of 16 so every slot stays 64-byte aligned.
   std::size_t slot_floats() const {
@@ -111,8 +133,8 @@ struct flash_cpu_plan {
 
   std::size_t bytes() const {
     const std::size_t all_slots = static_cast<std::size_t>(slots) * slot_floats();
-    if (decode) return scratch_arena::bytes_for({partials_floats(), all_slots});
-    return scratch_arena::bytes_for({kt_floats(), vp_floats(), all_slots});
+    if (decode) return scratch_arena::bytes_for({partials_floats(), kept_scores_floats(), all_slots});
+    return scratch_arena::bytes_for({kt_floats(), vp_floats(), lse_floats(), all_slots});
   }
 
   static std::int64_t round_up(std::int64_t n) { return (n + 15) / 16 * 16; }
@@ -156,9 +178,9 @@ void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_
 }
 
 /// o and lse of one row from its accumulator and state; the sink logit joins the
-/// denominator here.
+/// denominator here. Returns the row's lse.
 template <class TO>
-void write_row(const float* acc, softmax_state st, float sink, TO* o, std::int64_t dv, float* lse) {
+float write_row(const float* acc, softmax_state st, float sink, TO* o, std::int64_t dv, float* lse) {
   float scale = 1.0f;
   if (sink != -std::numeric_limits<float>::infinity()) {
     scale = st.rescale(sink);
@@ -167,6 +189,7 @@ void write_row(const float* acc, softmax_state st, float sink, TO* o, std::int64
   const float inv_l = st.l > 0.0f ? scale / st.l : 0.0f;
   for (std::int64_t x = 0; x < dv; ++x) o[x] = from_float<TO>(acc[x] * inv_l);
   if (lse) *lse = st.lse();
+  return st.lse();
 }
 
 template <class T>
@@ -178,10 +201,63 @@ inline float* lse_at(const tensor_view<float, 3>& lse, std::int64_t b, std::int6
   return is_given(lse) ? &lse(b, h, i) : nullptr;
 }
 
+/// The second pass of key_weights over the KV heads [first, first + count) packed
+/// in kt_all: one item per (KV head, key tile) turns each score into
+/// row_weight * exp(s - lse) and adds it down its column. Items own disjoint
+/// columns of out, so the result does not depend on the thread count.
+template <class Arch, class TQ, class KS>
+void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q, const KS& k,
+                         const attention_params& params, const tensor_view<float, 3>& lse, const key_weights& kw,
+                         const executor& exec, std::int64_t first, std::int64_t count, const float* kt_all,
+                         float* slot_base) {
+  using tiling = simd::flash_tiling<Arch>;
+  constexpr std::int64_t QT = tiling::q_tile, KT = tiling::kv_tile;
+  const attention_shape& s = plan.s;
+  const std::int64_t d = s.d, group = plan.group;
+  const bool per_kv_head = kw.out.extent(1) != s.hq;
+  const std::size_t slot_floats = plan.slot_floats();
+  parallel_for_slots(exec, count * plan.tiles, [&](std::int64_t item, std::int64_t slot) {
+    const std::int64_t hp = item / plan.tiles, t = item % plan.tiles;
+    const std::int64_t b = (first + hp) / s.hkv, hk = (first + hp) % s.hkv, len = k.length(b);
+    const std::int64_t j0 = t * KT, cols = std::clamp<std::int64_t>(len - j0, 0, KT);
+    const attention_variant var = make_variant(params, s.sq, len, d);
+    const float* kt = kt_all + (hp * plan.tiles + t) * d * KT;  // (d, KT)
+    float* qb = slot_base + slot * slot_floats;                 // (QT, d), pre-scaled
+    float* sc = qb + plan.q_floats();                           // (QT, KT)
+    float* sum = sc + plan.s_floats();                          // (KT)
+    const std::int64_t heads_per_row = per_kv_head ? group : 1;
+    for (std::int64_t h0 = hk * group; h0 < (hk + 1) * group; h0 += heads_per_row) {
+      std::fill(sum, sum + KT, 0.0f);
+      for (std::int64_t h = h0; h < h0 + heads_per_row && cols > 0; ++h)
+        for (std::int64_t i0 = 0; i0 < s.sq; i0 += QT) {
+          const std::int64_t rows = std::min(QT, s.sq - i0);
+          const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j0 + cols);
+          const auto counts = [&](std::int64_t r) {
+            return row_weight(kw, i0 + r) != 0.0f && lse(b, h, i0 + r) != -std::numeric_limits<float>::infinity();
+          };
+          std::int64_t r = 0;
+          while (r < rows && !counts(r)) ++r;
+          if (ts == tile_state::empty || r == rows) continue;  // SnapKV's window skips all but the last blocks
+          for (r = 0; r < rows; ++r)
+            simd::widen_row<Arch>(out_row(q, b, h, i0 + r), d, qb + r * d, d, var.score.scale);
+          simd::qk_tile<Arch>(qb, rows, d, kt, sc);
+          for (r = 0; r < rows; ++r) {
+            if (!counts(r)) continue;
+            finish_scores<Arch>(sc + r * KT, KT, cols, var, h, i0 + r, j0, ts == tile_state::partial);
+            simd::add_weights<Arch>(sc + r * KT, KT, lse(b, h, i0 + r), row_weight(kw, i0 + r), sum);
+          }
+        }
+      float* dst = &kw.out(b, per_kv_head ? hk : h0, j0);
+      std::copy(sum, sum + cols, dst);
+      std::fill(dst + cols, dst + std::min(KT, s.skv - j0), 0.0f);
+    }
+  });
+}
+
 template <class Arch, class TQ, class KS, class VS, class TO>
 void flash_prefill(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q, const KS& k, const VS& v,
                    const tensor_view<TO, 4>& o, const attention_params& params, const tensor_view<float, 3>& lse,
-                   const executor& exec, scratch_arena& arena) {
+                   const key_weights& kw, const executor& exec, scratch_arena& arena) {
   using tiling = simd::flash_tiling<Arch>;
   constexpr std::int64_t QT = tiling::q_tile, KT = tiling::kv_tile;
   const attention_shape& s = plan.s;
@@ -221,7 +297,7 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q
     });
 
     // Compute: one (head, query block) per item.
-    parallel_for_slots(exec, count * group * q_blocks, [&](std::int64_t item, std::int64_t slot) {
+    if (plan.output) parallel_for_slots(exec, count * group * q_blocks, [&](std::int64_t item, std::int64_t slot) {
       const std::int64_t hp = item / (group * q_blocks), h_in_group = item / q_blocks % group;
       const std::int64_t b = (first + hp) / s.hkv, hk = (first + hp) % s.hkv, h = hk * group + h_in_group;
       const std::int64_t i0 = item % q_blocks * QT, rows = std::min(QT, s.sq - i0), len = k.length(b);
@@ -264,6 +340,8 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q
       for (std::int64_t r = 0; r < rows; ++r)
         write_row(acc + r * dvp, softmax_state{m[r], l[r]}, sink, out_row(o, b, h, i0 + r), dv, lse_at(lse, b, h, i0 + r));
     });
+
+    if (plan.weights) prefill_key_weights(plan, q, k, params, lse, kw, exec, first, count, kt_all, slot_base);
   }
 }
 
@@ -274,10 +352,37 @@ void prefetch_row(const T* p, std::int64_t n) {
   for (std::int64_t x = 0; x < n * static_cast<std::int64_t>(sizeof(T)); x += 64) __builtin_prefetch(bytes + x);
 }
 
+/// Key weights of one (b, KV head) of a decode call from the scores it kept:
+/// out = sum over rows of row_weight * exp(s - lse), written in KT-key pieces.
+template <class Arch>
+void decode_key_weights(const flash_cpu_plan<Arch>& plan, const float* kept, const float* row_lse,
+                        std::int64_t len, const key_weights& kw, std::int64_t b, std::int64_t hk) {
+  constexpr int L = simd::lanes<Arch>;
+  constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
+  const attention_shape& s = plan.s;
+  const std::int64_t len_pad = (len + L - 1) / L * L;  // the last tile's scores past len are -inf
+  const bool per_kv_head = kw.out.extent(1) != s.hq;
+  const std::int64_t rows_per_out = per_kv_head ? plan.rows : s.sq;
+  alignas(64) float sum[KT];
+  for (std::int64_t r0 = 0; r0 < plan.rows; r0 += rows_per_out) {
+    float* dst = &kw.out(b, per_kv_head ? hk : hk * plan.group + r0 / s.sq, 0);
+    for (std::int64_t j0 = 0; j0 < len; j0 += KT) {
+      std::fill(sum, sum + KT, 0.0f);
+      for (std::int64_t r = r0; r < r0 + rows_per_out; ++r) {
+        const float weight = row_weight(kw, r % s.sq);
+        if (weight != 0.0f && row_lse[r] != -std::numeric_limits<float>::infinity())
+          simd::add_weights<Arch>(kept + r * plan.skv_pad + j0, std::min(KT, len_pad - j0), row_lse[r], weight, sum);
+      }
+      std::copy(sum, sum + std::min(KT, len - j0), dst + j0);
+    }
+    std::fill(dst + len, dst + s.skv, 0.0f);
+  }
+}
+
 template <class Arch, class TQ, class KS, class VS, class TO>
 void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q, const KS& k, const VS& v,
                   const tensor_view<TO, 4>& o, const attention_params& params, const tensor_view<float, 3>& lse,
-                  const executor& exec, scratch_arena& arena) {
+                  const key_weights& kw, const executor& exec, scratch_arena& arena) {
   using B = simd::fbatch<Arch>;
   constexpr int L = simd::lanes<Arch>;
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;  // the row stride pv_tile expects
@@ -285,6 +390,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
   const attention_shape& s = plan.s;
   const std::int64_t d = s.d, dv = s.dv, dp = plan.dp, dvp = plan.dvp, rows = plan.rows, sq = s.sq;
   float* const partials = arena.take(plan.partials_floats());  // (b, hkv, splits) x (rows, dvp + 2)
+  float* const kept = arena.take(plan.kept_scores_floats());   // (b, hkv, rows, skv_pad): scores for key weights
   const std::size_t slot_floats = plan.slot_floats();
   float* const slot_base = arena.take(plan.slots * slot_floats);
 
@@ -300,6 +406,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
     float* acc = partials + item * plan.partial_floats();  // (rows, dvp)
     float* m = acc + rows * dvp;                           // (rows)
     float* l = m + rows;                                   // (rows)
+    float* kept_rows = kept + (b * s.hkv + hk) * rows * plan.skv_pad;  // (rows, skv_pad)
     for (std::int64_t r = 0; r < rows; ++r)
       simd::widen_row<Arch>(out_row(q, b, hk * plan.group + r / sq, r % sq), d, qb + r * dp, dp, var.score.scale);
     std::fill(acc, acc + rows * dvp, 0.0f);
@@ -310,7 +417,12 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
     for (std::int64_t j0 = ja; j0 < jb; j0 += L) {
       const std::int64_t cols = std::min<std::int64_t>(L, jb - j0);
       const tile_state ts = var.mask.classify(0, sq, j0, j0 + cols);
-      if (ts == tile_state::empty) continue;
+      if (ts == tile_state::empty) {
+        if (plan.weights)
+          for (std::int64_t r = 0; r < rows; ++r)
+            std::fill_n(kept_rows + r * plan.skv_pad + j0, L, -std::numeric_limits<float>::infinity());
+        continue;
+      }
       for (std::int64_t c = 0; c < L; ++c) {
         if (j0 + c + prefetch_distance < jb) {  // DRAM latency hides behind the work on this tile
           prefetch_row(k.row(b, hk, j0 + c + prefetch_distance), d);
@@ -335,6 +447,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
         float* sr = sc + r * KT;
         simd::transpose_sum<Arch>(dot).store_aligned(sr);
         finish_scores<Arch>(sr, L, cols, var, h, i, j0, ts == tile_state::partial);
+        if (plan.weights) std::copy(sr, sr + L, kept_rows + r * plan.skv_pad + j0);
         softmax_state st{m[r], l[r]};
         const float alpha = simd::softmax_step<Arch>(sr, L, st);
         m[r] = st.m;
@@ -351,6 +464,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
     const attention_variant var = make_variant(params, sq, k.length(b), d);
     float* const part0 = partials + bh * plan.splits * plan.partial_floats();
     const auto part = [&](std::int64_t c) { return part0 + c * plan.partial_floats(); };
+    float row_lse[flash_cpu_plan<Arch>::max_decode_rows];
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t h = hk * plan.group + r / sq, i = r % sq;
       softmax_state st;
@@ -363,28 +477,37 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
         const float* ac = part(c) + r * dvp;
         for (std::int64_t x = 0; x < dv; ++x) acc[x] = c == 0 ? w * acc[x] : acc[x] + w * ac[x];
       }
-      write_row(acc, st, var.normalizer.sink(h), out_row(o, b, h, i), dv, lse_at(lse, b, h, i));
+      row_lse[r] = write_row(acc, st, var.normalizer.sink(h), out_row(o, b, h, i), dv, lse_at(lse, b, h, i));
     }
+    if (plan.weights) decode_key_weights(plan, kept + bh * rows * plan.skv_pad, row_lse, k.length(b), kw, b, hk);
   });
 }
 
 /// Runs a validated call: plans, takes the scratch, picks prefill or decode.
 template <class Arch, class TQ, class KS, class VS, class TO>
-void flash_cpu(const char* fn, const attention_shape& s, bool values_in_place, const tensor_view<TQ, 4>& q,
+void flash_cpu(const char* fn, const attention_shape& s, const flash_request& req, const tensor_view<TQ, 4>& q,
                const KS& k, const VS& v, const tensor_view<TO, 4>& o, const attention_params& params,
-               const tensor_view<float, 3>& lse, const cpu<Arch>& backend) {
-  const flash_cpu_plan<Arch> plan(s, backend.exec.concurrency(), values_in_place);
+               tensor_view<float, 3> lse, const key_weights& kw, const cpu<Arch>& backend) {
+  const flash_cpu_plan<Arch> plan(s, backend.exec.concurrency(), req);
   scratch_arena arena(fn, backend.scratch, plan.bytes());
+  if (plan.weights && s.sq == 0)  // no query row: no key received any weight
+    for (std::int64_t b = 0; b < s.b; ++b)
+      for (std::int64_t w = 0; w < kw.out.extent(1); ++w) std::fill_n(&kw.out(b, w, 0), s.skv, 0.0f);
   if (s.b * s.hq * s.sq == 0) return;
+  if (plan.own_lse) lse = tensor_view<float, 3>(arena.take(plan.lse_floats()), {s.b, s.hq, s.sq});
   if (plan.decode)
-    flash_decode(plan, q, k, v, o, params, lse, backend.exec, arena);
+    flash_decode(plan, q, k, v, o, params, lse, kw, backend.exec, arena);
   else
-    flash_prefill(plan, q, k, v, o, params, lse, backend.exec, arena);
+    flash_prefill(plan, q, k, v, o, params, lse, kw, backend.exec, arena);
 }
 
 template <class TV>
 bool values_in_place(const tensor_view<TV, 4>& v) {
   return std::is_same_v<std::remove_const_t<TV>, float> && (v.extent(3) <= 1 || v.stride(3) == 1);
+}
+
+inline flash_request make_request(bool values_in_place, const tensor_view<float, 3>& lse, const key_weights& kw) {
+  return flash_request{values_in_place, true, is_given(kw), is_given(lse)};
 }
 
 /// Every check of a paged call; returns its shape, with skv the longest sequence.
@@ -427,55 +550,95 @@ attention_shape check_paged_call(const char* fn, const tensor_view<TQ, 4>& q, co
 
 }  // namespace detail
 
-/// flash_attention on the SIMD CPU backend; same shapes and contract as the reference backend.
+/// flash_attention on the SIMD CPU backend; same shapes and contract as the
+/// reference backend. key_weights (key_weights.hpp), when given, receives the
+/// attention each key got, from this same call.
+template <class Arch, class TQ, class TK, class TV, class TO>
+void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                     const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw,
+                     const cpu<Arch>& backend) {
+  constexpr const char* fn = "flash_attention";
+  const attention_shape s = detail::check_attention_call(fn, q, k, v, o, params, lse);
+  detail::check_key_weights(fn, kw, s);
+  detail::flash_cpu(fn, s, detail::make_request(detail::values_in_place(v), lse, kw), q, detail::strided_kv<TK>{k},
+                    detail::strided_kv<TV>{v}, o, params, lse, kw, backend);
+}
+
 template <class Arch, class TQ, class TK, class TV, class TO>
 void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
                      const attention_params& params, tensor_view<float, 3> lse, const cpu<Arch>& backend) {
-  constexpr const char* fn = "flash_attention";
-  const attention_shape s = detail::check_attention_call(fn, q, k, v, o, params, lse);
-  detail::flash_cpu(fn, s, detail::values_in_place(v), q, detail::strided_kv<TK>{k}, detail::strided_kv<TV>{v}, o,
-                    params, lse, backend);
+  flash_attention(q, k, v, o, params, lse, key_weights{}, backend);
 }
 
 /// flash_attention over a paged KV cache: sequence b attends to its own
 /// k.length(b) keys (bottom-right aligned masks use that length). Bit for bit
-/// the result of the same keys and values stored contiguously.
+/// the result of the same keys and values stored contiguously. key_weights.out
+/// has skv = the longest sequence; entries past a sequence's length get 0.
 template <class Arch, class TQ, class TK, class TV, class TO>
 void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                      const paged_kv<TK>& k, const paged_kv<TV>& v,
                      tensor_view<TO, 4> o,  // (b, hq, sq, dv)
                      const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
-                     const cpu<Arch>& backend) {
+                     const key_weights& kw, const cpu<Arch>& backend) {
   constexpr const char* fn = "flash_attention";
   const attention_shape s = detail::check_paged_call(fn, q, k, v, o, params, lse);
-  detail::flash_cpu(fn, s, false, q, k, v, o, params, lse, backend);
+  detail::check_key_weights(fn, kw, s);
+  detail::flash_cpu(fn, s, detail::make_request(false, lse, kw), q, k, v, o, params, lse, kw, backend);
+}
+
+template <class Arch, class TQ, class TK, class TV, class TO>
+void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v, tensor_view<TO, 4> o,
+                     const attention_params& params, tensor_view<float, 3> lse, const cpu<Arch>& backend) {
+  flash_attention(q, k, v, o, params, lse, key_weights{}, backend);
 }
 
 /// The paged call on cpu<xsimd::default_arch>.
 template <class TQ, class TK, class TV, class TO>
 void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v, tensor_view<TO, 4> o,
-                     const attention_params& params = {}, tensor_view<float, 3> lse = {}) {
-  flash_attention(q, k, v, o, params, lse, cpu<xsimd::default_arch>{});
+                     const attention_params& params = {}, tensor_view<float, 3> lse = {},
+                     const key_weights& kw = {}) {
+  flash_attention(q, k, v, o, params, lse, kw, cpu<xsimd::default_arch>{});
 }
 
-/// Scratch bytes of flash_attention(q, k, v, o, params, lse, backend). Lend at
+/// The second pass of key_weights on its own (see the reference backend's
+/// overload): K is packed once per KV head, then each (KV head, key tile) sums
+/// its column of probabilities over the query rows that carry weight.
+template <class Arch, class TQ, class TK>
+void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
+                           tensor_view<TK, 4> k,  // (b, hkv, skv, d)
+                           const attention_params& params,
+                           tensor_view<const float, 3> lse,  // (b, hq, sq)
+                           const key_weights& kw, const cpu<Arch>& backend) {
+  constexpr const char* fn = "attention_key_weights";
+  const attention_shape s = detail::check_key_weights_call(fn, q, k, params, lse, kw);
+  // With output off the kernel only reads lse.
+  const tensor_view<float, 3> lse_in(const_cast<float*>(lse.data_handle()), lse.extents(), lse.strides());
+  detail::flash_cpu(fn, s, detail::flash_request{false, false, true, true}, q, detail::strided_kv<TK>{k},
+                    detail::strided_kv<TK>{k}, tensor_view<float, 4>{}, params, lse_in, kw, backend);
+}
+
+/// Scratch bytes of flash_attention(q, k, v, o, params, lse, kw, backend). Lend at
 /// least that much through backend.scratch and the call allocates nothing. It
-/// depends on the shapes, v's element type and backend.exec.concurrency().
+/// depends on the shapes, v's element type, backend.exec.concurrency(), and
+/// whether lse and key weights are requested (pass the same lse and kw).
 template <class Arch, class TQ, class TK, class TV>
 std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
-                                           const cpu<Arch>& backend) {
+                                           const cpu<Arch>& backend, tensor_view<float, 3> lse = {},
+                                           const key_weights& kw = {}) {
   const attention_shape s{q.extent(0), q.extent(1), k.extent(1), q.extent(2), k.extent(2), q.extent(3), v.extent(3)};
-  return detail::flash_cpu_plan<Arch>(s, backend.exec.concurrency(), detail::values_in_place(v)).bytes();
+  const auto req = detail::make_request(detail::values_in_place(v), lse, kw);
+  return detail::flash_cpu_plan<Arch>(s, backend.exec.concurrency(), req).bytes();
 }
 
 /// Scratch bytes of the paged flash_attention call (for the current block tables).
 template <class Arch, class TQ, class TK, class TV>
 std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v,
-                                           const cpu<Arch>& backend) {
+                                           const cpu<Arch>& backend, tensor_view<float, 3> lse = {},
+                                           const key_weights& kw = {}) {
   detail::check_paged("flash_attention_workspace_size", "k", k);
   attention_shape s{q.extent(0), q.extent(1), k.heads(), q.extent(2), 0, q.extent(3), v.dim()};
   for (std::int64_t b = 0; b < k.table.batch(); ++b) s.skv = std::max(s.skv, k.length(b));
-  return detail::flash_cpu_plan<Arch>(s, backend.exec.concurrency(), false).bytes();
+  return detail::flash_cpu_plan<Arch>(s, backend.exec.concurrency(), detail::make_request(false, lse, kw)).bytes();
 }
 
 }  // namespace attnkit

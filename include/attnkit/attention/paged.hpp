@@ -1,53 +1,15 @@
-// Paged KV: keys and values live in fixed-size pages of a shared pool, and a
-// block table in CSR form says which pages hold each sequence, in order (as in
-// vLLM and FlashInfer). Sequence b has
-//   pages   indices[indptr[b]], ..., indices[indptr[b+1] - 1]
-//   length  (pages - 1) * page_size + last_page_len[b]   (0 when it has no pages)
-// and token j of it sits in page indices[indptr[b] + j / page_size] at slot
-// j % page_size. The kernels read a paged sequence exactly as they read a
-// contiguous one, so results are bit for bit the same.
+// Checks of the paged KV view (core/paged_view.hpp) for the attention kernels.
+// The kernels read a paged sequence exactly as they read a contiguous one, so
+// results are bit for bit the same.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 
 #include "attnkit/core/error.hpp"
+#include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
 namespace attnkit {
-
-struct block_table {
-  tensor_view<const std::int32_t, 1> indptr;         // (b + 1), indptr[0] = 0, non-decreasing
-  tensor_view<const std::int32_t, 1> indices;        // (>= indptr[b]): page ids
-  tensor_view<const std::int32_t, 1> last_page_len;  // (b): 1..page_size, or 0 for an empty sequence
-
-  std::int64_t batch() const { return indptr.extent(0) - 1; }
-};
-
-/// A paged K or V: the page pool and the table that maps sequences onto it.
-template <class T>
-struct paged_kv {
-  tensor_view<T, 4> pages;  // (num_pages, hkv, page_size, d); any strides with d innermost
-  block_table table;
-
-  std::int64_t heads() const { return pages.extent(1); }
-  std::int64_t page_size() const { return pages.extent(2); }
-  std::int64_t dim() const { return pages.extent(3); }
-
-  /// Tokens in sequence b.
-  std::int64_t length(std::int64_t b) const {
-    const std::int64_t n = table.indptr(b + 1) - table.indptr(b);
-    return n == 0 ? 0 : (n - 1) * page_size() + table.last_page_len(b);
-  }
-
-  /// Token j of sequence b, head h: d contiguous elements.
-  T* row(std::int64_t b, std::int64_t h, std::int64_t j) const {
-    const std::int64_t ps = page_size();
-    const std::int64_t page = table.indices(table.indptr(b) + j / ps);
-    return pages.data_handle() + page * pages.stride(0) + h * pages.stride(1) + (j % ps) * pages.stride(2);
-  }
-};
-
 namespace detail {
 
 /// Checks pool shape, page size (a power of two in 1..256), and that every table

@@ -129,6 +129,16 @@ float softmax_step(float* s, std::int64_t n, softmax_state& st) {
   return alpha;
 }
 
+/// sum[0, n) += weight * exp(s - lse), n a multiple of lanes: scores turned into
+/// normalized weights and added up (key_weights.hpp). lse must be finite.
+template <class Arch>
+void add_weights(const float* s, std::int64_t n, float lse, float weight, float* sum) {
+  using B = fbatch<Arch>;
+  const B m(lse), w(weight);
+  for (std::int64_t c = 0; c < n; c += lanes<Arch>)
+    xsimd::fma(w, simd::exp<Arch>(B::load_aligned(s + c) - m), B::load_aligned(sum + c)).store_aligned(sum + c);
+}
+
 /// row[0, n) *= alpha, n a multiple of lanes.
 template <class Arch>
 void scale_row(float* row, std::int64_t n, float alpha) {

@@ -1,0 +1,130 @@
+// key_weights: how much attention each key received, the signal that score-based
+// KV eviction (H2O, A2SF, SnapKV, TOVA) feeds on.
+//
+//   out(b, w, j) = sum over heads h of w, sum over query rows i of  row_weight(i) * p(b, h, i, j)
+//
+// where p = exp(s - lse) is the normalized attention weight of query i on key j
+// (0 where masked; a learned sink logit is part of lse), and the heads of w are
+// {w} when out.extent(1) == hq, or the GQA group of KV head w when
+// out.extent(1) == hkv. Rows weigh 1 unless row_weights is given: A2SF passes
+// alpha^(sq-1-i), SnapKV the indicator of its observation window.
+//
+// flash_attention emits it from the attention call itself: decode keeps the
+// scores it computed and normalizes them once the row's lse is known; prefill
+// runs a second pass over QK^T with the lse of the first, one key tile at a
+// time, so no sq x skv buffer ever exists. attention_key_weights is that second
+// pass on its own, for an lse obtained elsewhere.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "attnkit/attention/params.hpp"
+#include "attnkit/attention/validate.hpp"
+#include "attnkit/attention/variant.hpp"
+#include "attnkit/backend/tags.hpp"
+#include "attnkit/core/dtype.hpp"
+#include "attnkit/core/error.hpp"
+#include "attnkit/core/tensor_view.hpp"
+
+namespace attnkit {
+
+struct key_weights {
+  tensor_view<float, 3> out;                // (b, hq or hkv, skv); overwritten, 0 past a sequence's length
+  tensor_view<const float, 1> row_weights;  // (sq), finite; empty: every row weighs 1
+};
+
+namespace detail {
+
+inline bool is_given(const key_weights& kw) { return is_given(kw.out); }
+
+/// Checks a requested key_weights against the call's shape (skv: the longest sequence).
+inline void check_key_weights(const char* fn, const key_weights& kw, const attention_shape& s) {
+  if (!is_given(kw)) return;
+  check_view(fn, "key_weights.out", kw.out, true);
+  check_extent(fn, "key_weights.out", kw.out, 0, "b", s.b, "q.extent(0)");
+  ATTNKIT_CHECK(kw.out.extent(1) == s.hq || kw.out.extent(1) == s.hkv, fn,
+                ": key_weights.out.extent(1) must equal hq = ", s.hq, " (per query head) or hkv = ", s.hkv,
+                " (summed over each GQA group), got ", kw.out.extent(1));
+  check_extent(fn, "key_weights.out", kw.out, 2, "skv", s.skv, "the key count");
+  if (!is_given(kw.row_weights)) return;
+  check_view(fn, "key_weights.row_weights", kw.row_weights, false);
+  check_extent(fn, "key_weights.row_weights", kw.row_weights, 0, "sq", s.sq, "q.extent(2)");
+  for (std::int64_t i = 0; i < s.sq; ++i)
+    ATTNKIT_CHECK(std::isfinite(kw.row_weights(i)), fn, ": key_weights.row_weights(", i, ") must be finite, got ",
+                  kw.row_weights(i));
+}
+
+inline float row_weight(const key_weights& kw, std::int64_t i) {
+  return is_given(kw.row_weights) ? kw.row_weights(i) : 1.0f;
+}
+
+/// The out row that query head h adds to.
+inline std::int64_t key_weights_row(const key_weights& kw, std::int64_t h, std::int64_t hq, std::int64_t group) {
+  return kw.out.extent(1) == hq ? h : h / group;
+}
+
+/// Every check of attention_key_weights; returns its shape (dv = 0).
+template <class TQ, class TK>
+attention_shape check_key_weights_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
+                                       const attention_params& params, const tensor_view<const float, 3>& lse,
+                                       const key_weights& kw) {
+  static_assert(is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<std::remove_const_t<TK>>,
+                "q and k must hold float, half or bfloat16");
+  check_view(fn, "q", q, true);
+  check_view(fn, "k", k, true);
+  const attention_shape s{q.extent(0), q.extent(1), k.extent(1), q.extent(2), k.extent(2), q.extent(3), 0};
+  check_extent(fn, "k", k, 0, "b", s.b, "q.extent(0)");
+  check_extent(fn, "k", k, 3, "d", s.d, "q.extent(3)");
+  ATTNKIT_CHECK(s.hkv > 0 && s.hq % s.hkv == 0, fn, ": q.extent(1) (hq) = ", s.hq,
+                " must be a positive multiple of k.extent(1) (hkv) = ", s.hkv);
+  check_view(fn, "lse", lse, false);
+  check_extent(fn, "lse", lse, 0, "b", s.b, "q.extent(0)");
+  check_extent(fn, "lse", lse, 1, "hq", s.hq, "q.extent(1)");
+  check_extent(fn, "lse", lse, 2, "sq", s.sq, "q.extent(2)");
+  check_params(fn, params, s);
+  ATTNKIT_CHECK(is_given(kw), fn, ": key_weights.out must be given");
+  check_key_weights(fn, kw, s);
+  return s;
+}
+
+}  // namespace detail
+
+/// The second pass on the reference backend: recomputes each visible score and
+/// adds row_weight(i) * exp(s - lse(b, h, i)) to its key. lse is what the attention
+/// call over the same q, k and params returned.
+template <class TQ, class TK>
+void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
+                           tensor_view<TK, 4> k,  // (b, hkv, skv, d)
+                           const attention_params& params,
+                           tensor_view<const float, 3> lse,  // (b, hq, sq)
+                           const key_weights& kw, reference) {
+  constexpr const char* fn = "attention_key_weights";
+  const attention_shape s = detail::check_key_weights_call(fn, q, k, params, lse, kw);
+  const attention_variant var = make_variant(params, s.sq, s.skv, s.d);
+  const std::int64_t group = s.hq / s.hkv;
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t w = 0; w < kw.out.extent(1); ++w)
+      for (std::int64_t j = 0; j < s.skv; ++j) kw.out(b, w, j) = 0.0f;
+
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t h = 0; h < s.hq; ++h) {
+      const auto qh = slice_head(q, b, h);          // (sq, d)
+      const auto kh = slice_head(k, b, h / group);  // (skv, d)
+      const std::int64_t w = detail::key_weights_row(kw, h, s.hq, group);
+      for (std::int64_t i = 0; i < s.sq; ++i) {
+        const float weight = detail::row_weight(kw, i), row_lse = lse(b, h, i);
+        if (weight == 0.0f || row_lse == -std::numeric_limits<float>::infinity()) continue;
+        for (std::int64_t j = 0; j < s.skv; ++j) {
+          if (!var.mask.visible(i, j)) continue;
+          float dot = 0.0f;
+          for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(qh(i, x)) * to_float(kh(j, x));
+          kw.out(b, w, j) += weight * std::exp(var.score(dot, h, var.mask.position(i), j) - row_lse);
+        }
+      }
+    }
+}
+
+}  // namespace attnkit
