@@ -78,12 +78,17 @@ std::vector<std::int64_t> keep_top(const token_index& index, std::int64_t h, std
 /// budget(h) + slack rows, every head over its budget is cut to it by keep_top
 /// (slack > 0 evicts in batches, so compaction runs once per `slack` tokens);
 /// before that, nothing (nullopt).
+template <class Budget>
+bool over_budget(const token_index& index, Budget&& budget, std::int64_t slack) {
+  for (std::int64_t h = 0; h < index.heads(); ++h)
+    if (index.length(h) > budget(h) + slack) return true;
+  return false;
+}
+
 template <class Budget, class Score>
 std::optional<keep_set> select_over_budget(const token_index& index, Budget&& budget, std::int64_t slack,
                                            const protection& prot, Score&& score) {
-  bool over = false;
-  for (std::int64_t h = 0; h < index.heads(); ++h) over = over || index.length(h) > budget(h) + slack;
-  if (!over) return std::nullopt;
+  if (!over_budget(index, budget, slack)) return std::nullopt;
   keep_set keep;
   for (std::int64_t h = 0; h < index.heads(); ++h)
     keep.heads.push_back(keep_top(index, h, budget(h), prot, [&](std::int64_t j) { return score(h, j); }));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -29,7 +30,12 @@ class key_scores {
     for (std::int64_t h = 0; h < index.heads(); ++h) {
       std::vector<float>& s = s_[h];
       s.resize(static_cast<std::size_t>(index.length(h)), 0.0f);
-      for (std::int64_t j = 0; j < index.length(h); ++j) s[j] = (decay == 0.0f ? 0.0f : decay * s[j]) + w(h, j);
+      const float* wh = w.data_handle() + h * w.stride(0);
+      const std::int64_t n = index.length(h);
+      if (w.stride(1) == 1)  // the usual case, kept apart so the loop vectorizes
+        fold(s.data(), wh, std::integral_constant<std::int64_t, 1>{}, n, decay);
+      else
+        fold(s.data(), wh, w.stride(1), n, decay);
     }
   }
 
@@ -48,6 +54,15 @@ class key_scores {
   }
 
  private:
+  template <class Step>
+  static void fold(float* s, const float* w, Step step, std::int64_t n, float decay) {
+    if (decay == 0.0f) {
+      for (std::int64_t j = 0; j < n; ++j) s[j] = w[j * step];
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) s[j] = decay * s[j] + w[j * step];
+    }
+  }
+
   std::vector<std::vector<float>> s_;  // per head, one per cached row
 };
 

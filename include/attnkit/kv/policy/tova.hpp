@@ -52,11 +52,13 @@ class tova {
 
   std::optional<keep_set> select(const token_index& index) const {
     check_uniform(index);
+    const auto budget = [&](std::int64_t) { return o_.cache_size; };
+    if (!over_budget(index, budget, o_.slack)) return std::nullopt;
     std::vector<float> layer(static_cast<std::size_t>(index.length(0)), 0.0f);  // every head's weight on row j
     for (std::int64_t h = 0; h < index.heads(); ++h)
       for (std::int64_t j = 0; j < index.length(0); ++j) layer[j] += scores_(h, j);
     return select_over_budget(
-        index, [&](std::int64_t) { return o_.cache_size; }, o_.slack, o_.keep,
+        index, budget, o_.slack, o_.keep,
         [&](std::int64_t, std::int64_t j) { return layer[j]; });
   }
 
