@@ -18,13 +18,6 @@
 // evicted cache and full attention over all tokens so far, at a few checkpoints.
 // Positions stay original (no RoPE here), so the two see the same keys.
 #include <attnkit/attnkit.hpp>
-#include <attnkit/cached_attention.hpp>
-#include <attnkit/kv/evict.hpp>
-#include <attnkit/kv/policy/a2sf.hpp>
-#include <attnkit/kv/policy/duo.hpp>
-#include <attnkit/kv/policy/h2o.hpp>
-#include <attnkit/kv/policy/streaming.hpp>
-#include <attnkit/kv/policy/tova.hpp>
 
 #include <chrono>
 #include <cmath>
