@@ -13,11 +13,13 @@
 //               grow past the budget)
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -49,8 +51,10 @@ struct forced_run {
   std::int64_t steps = 0;
 };
 
+/// Prefills text[0, context), then feeds the rest one token per decode step;
+/// at_end sees the engine after the last step.
 inline forced_run teacher_force(const model& m, const policy_spec& spec, const std::vector<int>& text,
-                                std::int64_t context) {
+                                std::int64_t context, const std::function<void(const engine&)>& at_end = {}) {
   engine e(m, spec);
   forced_run r;
   std::vector<float> logits = e.forward({text.begin(), text.begin() + context});
@@ -70,52 +74,96 @@ inline forced_run teacher_force(const model& m, const policy_spec& spec, const s
     r.rows += static_cast<double>(rows) / (m.cfg.n_layers * m.cfg.n_kv_heads);
     ++r.steps;
   }
+  if (at_end) at_end(e);
   return r;
 }
 
 struct eval_row {
   std::string policy;
-  std::int64_t budget = 0;
-  double nll = 0, agreement = 0, tokens_per_s = 0, mean_rows = 0, ppl_ratio = 1;
+  std::int64_t budget = 0;  // 0: full cache
+  double nll = 0;           // per scored token
+  double ppl_ratio = 1, agreement = 0, tokens_per_s = 0, mean_rows = 0;
 };
 
-/// Runs every policy at every budget over every text and prints the tables
-/// (markdown, stdout); writes them as CSV when csv_path is given. Returns 0.
-inline int evaluate(const model& m, const tokenizer& tok, const std::string& csv_path, const eval_setup& setup = {}) {
+/// A token H2O keeps beyond its recent window: how often, against how common it is.
+struct heavy_hitter {
+  std::string piece;
+  double kept_share = 0, text_share = 0;
+};
+
+struct eval_report {
   std::vector<std::vector<int>> texts;
+  std::vector<eval_row> rows;
+  attention_profile profile;
+  std::vector<heavy_hitter> h2o_kept;  // at the smallest budget, most kept first
+};
+
+/// The policies in table order, each at every budget; Duo's heads come from the profile.
+inline std::vector<std::pair<std::string, policy_spec>> eval_policies(const eval_setup& setup,
+                                                                      const attention_profile& profile) {
+  std::vector<std::pair<std::string, policy_spec>> runs{{"full", policy_spec{}}};
+  for (std::size_t b = 0; b < setup.budgets.size(); ++b) {
+    const auto spec = [&](const std::string& name, float alpha = 0.0f) {
+      policy_spec s{name, setup.budgets[b], alpha, {}};
+      if (name == "duo") s.retrieval = duo_heads::by_sparsity(profile.gates(b), duo_sparsity).retrieval;
+      return s;
+    };
+    runs.insert(runs.end(), {{"streaming", spec("streaming")},
+                             {"h2o", spec("h2o")},
+                             {"a2sf a=0.9", spec("a2sf", 0.9f)},
+                             {"a2sf a=0.99", spec("a2sf", 0.99f)},
+                             {"a2sf a=1", spec("a2sf", 1.0f)},
+                             {"tova", spec("tova")},
+                             {"snapkv", spec("snapkv")},
+                             {"duo", spec("duo")}});
+  }
+  return runs;
+}
+
+/// Counts the tokens H2O holds outside its recent window once a text is done.
+inline std::vector<heavy_hitter> rank_kept_tokens(const std::map<int, double>& kept, const std::map<int, double>& seen,
+                                                  const tokenizer& tok, std::size_t top) {
+  double kept_total = 0, seen_total = 0;
+  for (const auto& [t, n] : kept) kept_total += n;
+  for (const auto& [t, n] : seen) seen_total += n;
+  std::vector<heavy_hitter> out;
+  for (const auto& [t, n] : kept) out.push_back({tok.decode(0, t), n / kept_total, seen.at(t) / seen_total});
+  std::sort(out.begin(), out.end(), [](const heavy_hitter& a, const heavy_hitter& b) { return a.kept_share > b.kept_share; });
+  if (out.size() > top) out.resize(top);
+  return out;
+}
+
+/// Every policy at every budget over every text (the protocol above).
+inline eval_report run_evaluation(const model& m, const tokenizer& tok, const eval_setup& setup = {}) {
+  eval_report rep;
   for (const auto& prompt : setup.prompts) {
     std::vector<int> text = tok.encode(prompt);
     const std::vector<int> more = greedy_continuation(m, text, setup.generated);
     text.insert(text.end(), more.begin(), more.end());
-    texts.push_back(std::move(text));
+    rep.texts.push_back(std::move(text));
   }
-  const attention_profile profile = measure_attention(m, calibration_text(m, tok), setup.budgets);
+  rep.profile = measure_attention(m, calibration_text(m, tok), setup.budgets);
 
-  // Policies in table order, each with the budgets it runs at.
-  std::vector<std::pair<std::string, policy_spec>> runs{{"full", policy_spec{}}};
-  for (std::size_t b = 0; b < setup.budgets.size(); ++b) {
-    const std::int64_t budget = setup.budgets[b];
-    const auto spec = [&](const std::string& name, float alpha = 0.0f) {
-      policy_spec s{name, budget, alpha, {}};
-      if (name == "duo") s.retrieval = duo_heads::by_sparsity(profile.gates(b), duo_sparsity).retrieval;
-      return s;
-    };
-    for (const auto& [label, s] : std::vector<std::pair<std::string, policy_spec>>{
-             {"streaming", spec("streaming")}, {"h2o", spec("h2o")},     {"a2sf a=0.9", spec("a2sf", 0.9f)},
-             {"a2sf a=0.99", spec("a2sf", 0.99f)}, {"a2sf a=1", spec("a2sf", 1.0f)}, {"tova", spec("tova")},
-             {"snapkv", spec("snapkv")},     {"duo", spec("duo")}})
-      runs.emplace_back(label, s);
-  }
-
-  std::vector<eval_row> rows;
   std::vector<std::vector<int>> full_argmax;
-  double full_nll = 0;
-  for (const auto& [label, spec] : runs) {
+  std::map<int, double> kept, seen;  // H2O's rows past its window, and every token it could have kept
+  for (const auto& [label, spec] : eval_policies(setup, rep.profile)) {
     eval_row row{label, spec.budget};
     double seconds = 0, agree = 0;
     std::int64_t steps = 0, scored = 0;
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      const forced_run r = teacher_force(m, spec, texts[i], setup.context);
+    const bool count_kept = label == "h2o" && spec.budget == setup.budgets.front();
+    for (std::size_t i = 0; i < rep.texts.size(); ++i) {
+      const std::vector<int>& text = rep.texts[i];
+      const auto count = [&](const engine& e) {
+        const std::int64_t recent = spec.budget / 2;
+        for (int l = 0; l < m.cfg.n_layers; ++l)
+          for (int g = 0; g < m.cfg.n_kv_heads; ++g) {
+            const token_index& index = e.cache(l).index();
+            for (std::int64_t j = 0; j < index.length(g) - recent; ++j) kept[text[index.position(g, j)]] += 1;
+            for (std::int64_t p = 0; p < index.seen() - recent; ++p) seen[text[p]] += 1;
+          }
+      };
+      const forced_run r =
+          teacher_force(m, spec, text, setup.context, count_kept ? std::function<void(const engine&)>(count) : nullptr);
       if (label == "full") full_argmax.push_back(r.argmax);
       for (std::size_t t = 0; t < r.argmax.size(); ++t) agree += r.argmax[t] == full_argmax[i][t];
       row.nll += r.nll;
@@ -125,56 +173,66 @@ inline int evaluate(const model& m, const tokenizer& tok, const std::string& csv
       scored += static_cast<std::int64_t>(r.argmax.size());
     }
     row.nll /= static_cast<double>(scored);
-    if (label == "full") full_nll = row.nll;
-    row.ppl_ratio = std::exp(row.nll - full_nll);
+    row.ppl_ratio = std::exp(row.nll - (rep.rows.empty() ? row.nll : rep.rows.front().nll));
     row.agreement = 100.0 * agree / static_cast<double>(scored);
     row.tokens_per_s = static_cast<double>(steps) / seconds;
     row.mean_rows /= static_cast<double>(steps);
-    rows.push_back(row);
-    std::fprintf(stderr, "%-12s budget %3lld: ppl ratio %.4f\n", label.c_str(), static_cast<long long>(spec.budget),
-                 row.ppl_ratio);
+    rep.rows.push_back(row);
   }
+  rep.h2o_kept = rank_kept_tokens(kept, seen, tok, 8);
+  return rep;
+}
 
-  std::printf("%zu texts, %lld tokens each (prompt + %lld generated); %lld prefilled, %lld scored per text.\n\n",
-              texts.size(), static_cast<long long>(texts[0].size()), static_cast<long long>(setup.generated),
-              static_cast<long long>(setup.context), static_cast<long long>(texts[0].size()) - setup.context);
-  std::printf("Full cache: perplexity %.3f.\n\n", std::exp(full_nll));
+/// The report as markdown (stdout) and, when csv_path is given, the table as CSV.
+inline void print_report(const eval_report& rep, const eval_setup& setup, const std::string& csv_path) {
+  const auto n = static_cast<long long>(rep.texts[0].size());
+  std::printf("%zu texts of %lld tokens (prompt + %lld generated); %lld prefilled, %lld scored each.\n\n",
+              rep.texts.size(), n, static_cast<long long>(setup.generated), static_cast<long long>(setup.context),
+              n - static_cast<long long>(setup.context));
+  std::printf("Full cache: perplexity %.3f.\n\n", std::exp(rep.rows.front().nll));
   std::printf("| policy | budget | ppl ratio | greedy agreement %% | tokens/s | mean KV rows |\n");
   std::printf("|---|---:|---:|---:|---:|---:|\n");
-  for (const auto& r : rows)
+  for (const auto& r : rep.rows)
     std::printf("| %s | %s | %.4f | %.1f | %.0f | %.1f |\n", r.policy.c_str(),
                 r.budget ? std::to_string(r.budget).c_str() : "all", r.ppl_ratio, r.agreement, r.tokens_per_s,
                 r.mean_rows);
 
+  const attention_profile& p = rep.profile;
   std::printf("\nAttention per (layer, KV head), per query, on the calibration text (\"%s\" + %lld tokens).\n"
-              "dropped(B): the mass outside 4 sinks + the last B - 4 rows, the Duo gate; * = streaming head at B.\n\n",
+              "dropped(B): mass outside 4 sinks + the last B - 4 rows + the new token, the Duo gate; "
+              "* = a streaming head at B.\n\n",
               calibration_prompt, static_cast<long long>(calibration_tokens));
-  std::printf("| layer | kv head | first 4 rows | last 4 rows |");
-  for (const auto b : setup.budgets) std::printf(" dropped(%lld) |", static_cast<long long>(b));
+  std::printf("| layer | kv head | first 4 rows | newest 4 rows |");
+  for (const auto b : p.budgets) std::printf(" dropped(%lld) |", static_cast<long long>(b));
   std::printf("\n|---:|---:|---:|---:|");
-  for (std::size_t b = 0; b < setup.budgets.size(); ++b) std::printf("---:|");
+  for (std::size_t b = 0; b < p.budgets.size(); ++b) std::printf("---:|");
   std::printf("\n");
+  const std::size_t cells = std::size_t(p.layers) * p.heads;
   std::vector<duo_heads> duo;
-  for (std::size_t b = 0; b < setup.budgets.size(); ++b) duo.push_back(duo_heads::by_sparsity(profile.gates(b), duo_sparsity));
-  for (int l = 0; l < profile.layers; ++l)
-    for (int g = 0; g < profile.heads; ++g) {
-      const std::size_t cell = std::size_t(l) * profile.heads + g;
-      std::printf("| %d | %d | %.3f | %.3f |", l, g, profile.first4[cell], profile.last4[cell]);
-      for (std::size_t b = 0; b < setup.budgets.size(); ++b)
-        std::printf(" %.3f%s |", profile.dropped[b * profile.layers * profile.heads + cell],
-                    duo[b].retrieval[cell] ? "" : "*");
-      std::printf("\n");
-    }
-
-  if (!csv_path.empty()) {
-    std::ofstream csv(csv_path);
-    csv << "policy,budget,ppl_ratio,greedy_agreement_pct,tokens_per_s,mean_kv_rows,nll_per_token\n";
-    for (const auto& r : rows)
-      csv << r.policy << ',' << r.budget << ',' << r.ppl_ratio << ',' << r.agreement << ',' << r.tokens_per_s << ','
-          << r.mean_rows << ',' << r.nll << '\n';
-    if (!csv) throw std::runtime_error("cannot write " + csv_path);
+  for (std::size_t b = 0; b < p.budgets.size(); ++b) duo.push_back(duo_heads::by_sparsity(p.gates(b), duo_sparsity));
+  for (std::size_t cell = 0; cell < cells; ++cell) {
+    std::printf("| %zu | %zu | %.3f | %.3f |", cell / p.heads, cell % p.heads, p.first4[cell], p.last4[cell]);
+    for (std::size_t b = 0; b < p.budgets.size(); ++b)
+      std::printf(" %.3f%s |", p.dropped[b * cells + cell], duo[b].retrieval[cell] ? "" : "*");
+    std::printf("\n");
   }
-  return 0;
+
+  std::printf("\nTokens H2O (budget %lld) holds beyond its recent window at the end of each text, all layers and "
+              "heads:\n\n| token | share of those rows | share of the text |\n|---|---:|---:|\n",
+              static_cast<long long>(setup.budgets.front()));
+  for (const auto& h : rep.h2o_kept) {
+    std::string shown;
+    for (const char ch : h.piece) shown += ch == '\n' ? std::string("\\n") : ch == '|' ? std::string("\\|") : std::string(1, ch);
+    std::printf("| `%s` | %.3f | %.3f |\n", shown.c_str(), h.kept_share, h.text_share);
+  }
+
+  if (csv_path.empty()) return;
+  std::ofstream csv(csv_path);
+  csv << "policy,budget,ppl_ratio,greedy_agreement_pct,tokens_per_s,mean_kv_rows,nll_per_token\n";
+  for (const auto& r : rep.rows)
+    csv << r.policy << ',' << r.budget << ',' << r.ppl_ratio << ',' << r.agreement << ','
+        << r.tokens_per_s << ',' << r.mean_rows << ',' << r.nll << '\n';
+  if (!csv) throw std::runtime_error("cannot write " + csv_path);
 }
 
 }  // namespace llama2

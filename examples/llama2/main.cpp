@@ -67,7 +67,11 @@ int main(int argc, char** argv) {
     const auto flags = parse(argc, argv);
     const model m = load_model(flag(flags, "--model", ATTNKIT_LLAMA2_MODELS "/stories260K.bin"));
     const tokenizer tok(flag(flags, "--tokenizer", ATTNKIT_LLAMA2_MODELS "/tok512.bin"), m.cfg.vocab_size);
-    if (flags.count("--eval")) return evaluate(m, tok, flag(flags, "--csv", ""));
+    if (flags.count("--eval")) {
+      const eval_setup setup;
+      print_report(run_evaluation(m, tok, setup), setup, flag(flags, "--csv", ""));
+      return 0;
+    }
 
     policy_spec spec;
     spec.name = flag(flags, "--policy", "full");
