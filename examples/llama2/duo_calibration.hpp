@@ -11,6 +11,7 @@
 // setting for GQA models); ties go to the lower index.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -32,6 +33,7 @@ struct attention_profile {
   std::vector<std::int64_t> budgets;
   std::vector<double> first4, last4;  // (layers, heads): mass on the first 4 / the newest 4 rows
   std::vector<double> dropped;        // (budgets, layers, heads): mass outside a streaming head's rows
+  double uniform4 = 0;                // the first 4 rows' share under uniform attention
 
   duo_gates gates(std::size_t budget_index) const {
     const auto at = dropped.begin() + static_cast<std::ptrdiff_t>(budget_index * layers * heads);
@@ -52,6 +54,7 @@ inline attention_profile measure_attention(const model& m, const std::vector<int
   const double group = c.n_heads / c.n_kv_heads;
   engine e(m, policy_spec{}, [&](int l, const kv_cache<float>& cache, tensor_view<const float, 2> w) {
     const std::int64_t n = cache.index().length(0);  // rows 0 .. n-1; the newest token is row n-1
+    if (l == 0) p.uniform4 += static_cast<double>(std::min<std::int64_t>(n, 4)) / static_cast<double>(n);
     for (int g = 0; g < c.n_kv_heads; ++g) {
       const std::size_t cell = std::size_t(l) * c.n_kv_heads + g;
       for (std::int64_t j = 0; j < n; ++j) {
@@ -69,6 +72,7 @@ inline attention_profile measure_attention(const model& m, const std::vector<int
   const double queries = static_cast<double>(text.size());
   for (auto* v : {&p.first4, &p.last4, &p.dropped})
     for (double& x : *v) x /= queries;
+  p.uniform4 /= queries;
   return p;
 }
 
