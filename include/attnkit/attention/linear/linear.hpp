@@ -23,74 +23,20 @@
 #include <vector>
 
 #include "attnkit/attention/linear/decay.hpp"
+#include "attnkit/attention/linear/linear_params.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/backend/tags.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
+#if ATTNKIT_HAS_XSIMD
+#include "attnkit/attention/linear/linear_cpu.hpp"
+#endif
+
 namespace attnkit {
 
-struct linear_params {
-  std::optional<float> scale;  ///< multiplies q·k; unset: 1/sqrt(K). Finite.
-  bool normalize = false;      ///< divide by the decayed key sum (needs state.z when a state is given)
-  float eps = 1e-6f;           ///< added to the normalizer, >= 0
-  std::int64_t chunk = 64;     ///< chunkwise rows per chunk, >= 1
-};
-
-/// Explicit recurrent state, fp32: read as the initial state, overwritten with
-/// the final one. Empty: start from zero and keep nothing.
-struct linear_state {
-  tensor_view<float, 4> s;  ///< (b, h, K, V)
-  tensor_view<float, 3> z;  ///< (b, h, K), with normalize
-};
-
-struct linear_shape {
-  std::int64_t b, h, t, K, V;
-  float scale;
-};
-
 namespace detail {
-
-template <class TQ, class TK, class TV, class TO>
-linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
-                               const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o, const linear_decay& decay,
-                               const linear_state& state, const linear_params& p) {
-  check_view(fn, "q", q, true);
-  check_view(fn, "k", k, true);
-  check_view(fn, "v", v, true);
-  check_view(fn, "o", o, true);
-  const linear_shape s{q.extent(0), q.extent(1), q.extent(2), q.extent(3), v.extent(3), 0.0f};
-  for (std::size_t r = 0; r < 4; ++r)
-    ATTNKIT_CHECK(k.extent(r) == q.extent(r), fn, ": k.extent(", r, ") must equal q.extent(", r, ") = ", q.extent(r),
-                  ", got ", k.extent(r), " (q and k are (b, h, t, K))");
-  for (std::size_t r = 0; r < 3; ++r) {
-    check_extent(fn, "v", v, r, r == 0 ? "b" : r == 1 ? "h" : "t", q.extent(r), "q's");
-    check_extent(fn, "o", o, r, r == 0 ? "b" : r == 1 ? "h" : "t", q.extent(r), "q's");
-  }
-  check_extent(fn, "o", o, 3, "V", s.V, "v.extent(3)");
-  ATTNKIT_CHECK(!p.scale || std::isfinite(*p.scale), fn, ": params.scale must be finite");
-  ATTNKIT_CHECK(p.eps >= 0.0f && std::isfinite(p.eps), fn, ": params.eps must be finite and >= 0, got ", p.eps);
-  ATTNKIT_CHECK(p.chunk >= 1, fn, ": params.chunk must be >= 1, got ", p.chunk);
-  check_decay(fn, decay, s.b, s.h, s.t, s.K);
-  if (is_given(state.s)) {
-    check_view(fn, "state.s", state.s, true);
-    const std::int64_t want[] = {s.b, s.h, s.K, s.V};
-    const char* dims[] = {"b", "h", "K", "V"};
-    for (std::size_t r = 0; r < 4; ++r) check_extent(fn, "state.s", state.s, r, dims[r], want[r], "q and v's");
-    ATTNKIT_CHECK(!p.normalize || is_given(state.z), fn, ": normalize with a state needs state.z (b, h, K)");
-  }
-  if (is_given(state.z)) {
-    ATTNKIT_CHECK(p.normalize && is_given(state.s), fn, ": state.z is only used with normalize and state.s");
-    check_view(fn, "state.z", state.z, true);
-    const std::int64_t want[] = {s.b, s.h, s.K};
-    const char* dims[] = {"b", "h", "K"};
-    for (std::size_t r = 0; r < 3; ++r) check_extent(fn, "state.z", state.z, r, dims[r], want[r], "q's");
-  }
-  linear_shape out = s;
-  out.scale = p.scale ? *p.scale : 1.0f / std::sqrt(static_cast<float>(s.K > 0 ? s.K : 1));
-  return out;
-}
 
 /// One head's state as plain vectors: s (K, V) row-major and z (K).
 struct head_state {
@@ -258,6 +204,18 @@ void linear_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV
     linear_attention_recurrent(q, k, v, o, decay, state, params, r);
   else
     linear_attention_chunkwise(q, k, v, o, decay, state, params, r);
+}
+
+/// Linear attention with the best backend compiled in.
+template <class TQ, class TK, class TV, class TO>
+void linear_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                      const linear_decay& decay = {}, const linear_state& state = {},
+                      const linear_params& params = {}) {
+#if ATTNKIT_HAS_XSIMD
+  linear_attention(q, k, v, o, decay, state, params, cpu<xsimd::default_arch>{});
+#else
+  linear_attention(q, k, v, o, decay, state, params, reference{});
+#endif
 }
 
 }  // namespace attnkit

@@ -1,6 +1,8 @@
-// The tile verbs of CPU flash attention, on fp32 tiles in scratch memory:
-//   qk_tile       s (rows, kv_tile) = q (rows, d) * kt (d, kv_tile)   register-blocked
-//   pv_tile       acc (rows, dvp) += p (rows, cols) * v (cols, dvp)    register-blocked
+// The tile verbs of CPU flash attention (and of linear attention's chunks), on
+// fp32 tiles in scratch memory:
+//   gemm_tile     c (m, n) [+]= a (m, steps) * b (steps, n)            register-blocked
+//   qk_tile       s (rows, kv_tile) = q (rows, d) * kt (d, kv_tile)   a gemm_tile
+//   pv_tile       acc (rows, dvp) += p (rows, cols) * v (cols, dvp)    a gemm_tile
 //   softmax_step  one row of scores folded into its online-softmax state
 // A micro-tile keeps mr x nv registers of accumulators live while it streams
 // the shared operand once: mr broadcasts and nv loads feed mr*nv FMAs.
@@ -71,16 +73,31 @@ void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t l
 
 }  // namespace detail
 
+/// c (m, n) [+]= a (m, steps) * b (steps, n): a's rows lda apart with unit step,
+/// b's rows ldb apart; c 64-byte aligned with rows ldc apart; n a multiple of lanes.
+template <class Arch, bool Accumulate>
+void gemm_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+               std::int64_t m, std::int64_t n, std::int64_t steps) {
+  using T = flash_tiling<Arch>;
+  detail::for_row_blocks<T::mr>(m, [&](std::int64_t r0, auto mm) {
+    constexpr int M = decltype(mm)::value;
+    std::int64_t x = 0;
+    for (; x + T::nv * T::lanes <= n; x += T::nv * T::lanes)
+      detail::gemm_micro<Arch, M, T::nv, Accumulate>(a + r0 * lda, lda, b + x, ldb, steps, c + r0 * ldc + x, ldc);
+    detail::for_row_blocks<T::nv>((n - x) / T::lanes, [&](std::int64_t c0, auto nn) {
+      const std::int64_t col = x + c0 * T::lanes;
+      detail::gemm_micro<Arch, M, decltype(nn)::value, Accumulate>(a + r0 * lda, lda, b + col, ldb, steps,
+                                                                   c + r0 * ldc + col, ldc);
+    });
+  });
+}
+
 /// s (rows, kv_tile) = q (rows, d) * kt (d, kv_tile). q rows are d floats apart;
 /// kt and s are 64-byte aligned with rows kv_tile floats apart.
 template <class Arch>
 void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt, float* s) {
-  using T = flash_tiling<Arch>;
-  detail::for_row_blocks<T::mr>(rows, [&](std::int64_t r0, auto m) {
-    for (int c0 = 0; c0 < T::kv_tile; c0 += T::nv * T::lanes)
-      detail::gemm_micro<Arch, decltype(m)::value, T::nv, false>(q + r0 * d, d, kt + c0, T::kv_tile, d,
-                                                                 s + r0 * T::kv_tile + c0, T::kv_tile);
-  });
+  constexpr int kv = flash_tiling<Arch>::kv_tile;
+  gemm_tile<Arch, false>(q, d, kt, kv, s, kv, rows, kv, d);
 }
 
 /// acc (rows, dvp) += p (rows, cols) * v (cols, dvp). p rows are kv_tile floats
@@ -88,19 +105,7 @@ void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt,
 template <class Arch>
 void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* v, std::int64_t ldv, float* acc,
              std::int64_t dvp) {
-  using T = flash_tiling<Arch>;
-  detail::for_row_blocks<T::mr>(rows, [&](std::int64_t r0, auto m) {
-    constexpr int M = decltype(m)::value;
-    const float* pr = p + r0 * T::kv_tile;
-    float* ar = acc + r0 * dvp;
-    std::int64_t x = 0;
-    for (; x + T::nv * T::lanes <= dvp; x += T::nv * T::lanes)
-      detail::gemm_micro<Arch, M, T::nv, true>(pr, T::kv_tile, v + x, ldv, cols, ar + x, dvp);
-    detail::for_row_blocks<T::nv>((dvp - x) / T::lanes, [&](std::int64_t c0, auto n) {
-      detail::gemm_micro<Arch, M, decltype(n)::value, true>(pr, T::kv_tile, v + x + c0 * T::lanes, ldv, cols,
-                                                            ar + x + c0 * T::lanes, dvp);
-    });
-  });
+  gemm_tile<Arch, true>(p, flash_tiling<Arch>::kv_tile, v, ldv, acc, dvp, rows, dvp, cols);
 }
 
 /// Folds n scores (a multiple of lanes; -inf for masked ones) into st and replaces

@@ -1,0 +1,354 @@
+// linear_attention on cpu<Arch>: the chunkwise form of linear.hpp as small
+// register-blocked GEMMs over the fp32 tiles of one chunk, and a fused decode
+// step. Work items are (b, h) pairs; each runs its chunks in order.
+//
+// One chunk of n <= C rows, with K and V padded to lanes (Kp, Vp):
+//   qd = q ⊙ e^{into}                       queries decayed from the chunk start
+//   o  = qd · S                             inter: the state carried in     (n, Kp)(Kp, Vp)
+//   A  = causal(q kᵀ ⊙ Γ)                   intra, Γ_rs = e^{Σ_{s<u<=r} g_u} (n, Kp)(Kp, n)
+//   o += A · v                                                              (n, n)(n, Vp)
+//   S  = e^{γ} ⊙ S + (k ⊙ e^{past})ᵀ · v    the state carried out           (Kp, n)(n, Vp)
+// into, past and γ are prefix, suffix and whole-chunk sums of the log decay, so
+// their exponents are <= 0. With a scalar decay, Γ scales A after one GEMM.
+// With a per-channel decay (GLA), Γ differs per channel, so A is built from
+// sub-blocks of 16 rows (secondary chunking): for sub-blocks i > j the decay
+// splits into three segments, A_ij = (q_i ⊙ e^{P}) diag(e^{G}) (k_j ⊙ e^{S})ᵀ
+// with P, G, S all <= 0, a GEMM; within a sub-block each pair takes its own
+// per-channel exponent of a 16-row local sum. A chunk holding a reset gate
+// (-inf) computes Γ as explicit segment sums, which stay exact across it.
+//
+// Decode (one token) updates the caller's state in place, row by row: each row
+// of S is read once, decayed, given k_x v, written back and folded into the
+// output while still in registers, so a step moves 8 K V bytes per head.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "attnkit/attention/linear/decay.hpp"
+#include "attnkit/attention/linear/linear_params.hpp"
+#include "attnkit/backend/cpu/convert.hpp"
+#include "attnkit/backend/cpu/exp.hpp"
+#include "attnkit/backend/cpu/flash_tiles.hpp"
+#include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/backend/tags.hpp"
+#include "attnkit/core/parallel.hpp"
+#include "attnkit/core/workspace.hpp"
+
+ATTNKIT_SIMD_BEGIN
+namespace attnkit {
+
+namespace detail {
+
+/// Padded sizes and scratch layout of the chunkwise kernel.
+template <class Arch>
+struct linear_plan {
+  static constexpr std::int64_t L = simd::lanes<Arch>;
+  static constexpr std::int64_t sub = 16;  // GLA sub-block rows, a multiple of lanes
+  std::int64_t C, Cp, Kp, Vp;
+
+  linear_plan(std::int64_t chunk, std::int64_t K, std::int64_t V)
+      : C(chunk), Cp(round(chunk, sub)), Kp(round(K, L)), Vp(round(V, L)) {}
+
+  static std::int64_t round(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
+
+  /// Floats of one slot: q, qd, k, kd (C, Kp); kt, kdt (Kp, Cp); v, o (C, Vp); A (C, Cp);
+  /// S (Kp, Vp); z (Kp); into, past, P, Ssuf (C, Kp); g row, G (Kp); kgt (Kp, sub); den (C).
+  std::size_t slot_floats() const {
+    return static_cast<std::size_t>(8 * C * Kp + 2 * Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp +
+                                    Kp * sub + C + 19 * 16);  // + rounding of 19 arrays to 16 floats
+  }
+};
+
+/// n floats of an exp vector op: out[i] = e^{x[i]} (n a multiple of lanes).
+template <class Arch>
+void exp_row(const float* x, float* out, std::int64_t n) {
+  constexpr int L = simd::lanes<Arch>;
+  for (std::int64_t i = 0; i < n; i += L) simd::store<Arch>(out + i, simd::exp<Arch>(simd::load<Arch>(x + i)));
+}
+
+template <class Arch>
+struct linear_slot {
+  float *q, *qd, *k, *kd, *kt, *kdt, *v, *o, *a, *s, *z, *into, *past, *P, *Ssuf, *g, *G, *kgt, *den;
+
+  linear_slot(float* base, const linear_plan<Arch>& p) {
+    float* at = base;
+    const auto take = [&](std::int64_t n) {
+      float* r = at;
+      at += (n + 15) / 16 * 16;  // keeps every array 64-byte aligned
+      return r;
+    };
+    q = take(p.C * p.Kp), qd = take(p.C * p.Kp), k = take(p.C * p.Kp), kd = take(p.C * p.Kp);
+    kt = take(p.Kp * p.Cp), kdt = take(p.Kp * p.Cp), v = take(p.C * p.Vp), o = take(p.C * p.Vp);
+    a = take(p.C * p.Cp), s = take(p.Kp * p.Vp), z = take(p.Kp);
+    into = take(p.C * p.Kp), past = take(p.C * p.Kp), P = take(p.C * p.Kp), Ssuf = take(p.C * p.Kp);
+    g = take(p.Kp), G = take(p.Kp), kgt = take(p.Kp * p.sub), den = take(p.C);
+  }
+};
+
+/// Scalar Γ for one row of A when the chunk has a reset: explicit segment sums.
+inline float segment_weight_scalar(const float* g, std::int64_t gw, std::int64_t r, std::int64_t s,
+                                   std::int64_t x) {
+  float seg = 0.0f;
+  for (std::int64_t u = s + 1; u <= r; ++u) seg += g[u * gw + x];
+  return std::exp(seg);
+}
+
+/// The chunkwise kernel for one (b, h): chunks in order, state in registers' reach.
+template <class Arch, class TQ, class TK, class TV, class TO>
+void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
+                           const tensor_view<TO, 4>& o, const linear_decay& decay, const linear_state& state,
+                           const linear_shape& sh, bool normalize, float eps, std::int64_t b, std::int64_t h,
+                           const linear_plan<Arch>& p, linear_slot<Arch>& w) {
+  using B = simd::fbatch<Arch>;
+  constexpr std::int64_t L = simd::lanes<Arch>;
+  const std::int64_t K = sh.K, V = sh.V, Kp = p.Kp, Vp = p.Vp, Cp = p.Cp;
+  const bool channel = !decay.scalar();
+  const std::int64_t gw = channel ? Kp : 1;  // floats of log decay per row
+  std::fill(w.s, w.s + Kp * Vp, 0.0f);
+  std::fill(w.z, w.z + Kp, 0.0f);
+  if (is_given(state.s))
+    for (std::int64_t x = 0; x < K; ++x) {
+      std::copy(&state.s(b, h, x, 0), &state.s(b, h, x, 0) + V, w.s + x * Vp);
+      if (is_given(state.z)) w.z[x] = state.z(b, h, x);
+    }
+
+  for (std::int64_t t0 = 0; t0 < sh.t; t0 += p.C) {
+    const std::int64_t n = std::min(p.C, sh.t - t0);
+    // Rows in fp32; the log decay of each row (one value, or one per channel).
+    bool reset = false;
+    for (std::int64_t r = 0; r < n; ++r) {
+      simd::widen_row<Arch>(&q(b, h, t0 + r, 0), K, w.q + r * Kp, Kp);
+      simd::widen_row<Arch>(&k(b, h, t0 + r, 0), K, w.k + r * Kp, Kp);
+      simd::widen_row<Arch>(&v(b, h, t0 + r, 0), V, w.v + r * Vp, Vp);
+      float* gr = w.g;  // this row's log decay, staged
+      for (std::int64_t x = 0; x < gw; ++x) gr[x] = x < K ? decay(b, h, t0 + r, x) : 0.0f;
+      for (std::int64_t x = 0; x < gw; ++x) {
+        reset |= std::isinf(gr[x]);
+        w.into[r * gw + x] = (r ? w.into[(r - 1) * gw + x] : 0.0f) + gr[x];
+        w.P[r * gw + x] = gr[x];  // the raw gates, kept for suffix sums and the reset path
+      }
+    }
+    for (std::int64_t r = n - 1; r >= 0; --r)
+      for (std::int64_t x = 0; x < gw; ++x)
+        w.past[r * gw + x] = r == n - 1 ? 0.0f : w.past[(r + 1) * gw + x] + w.P[(r + 1) * gw + x];
+    // k ⊙ e^{past}, the keys' weights in the state carried out; both transposed for the GEMMs.
+    for (std::int64_t r = 0; r < n; ++r) {
+      if (channel) {
+        exp_row<Arch>(w.past + r * gw, w.kd + r * Kp, Kp);
+      } else {
+        std::fill(w.kd + r * Kp, w.kd + (r + 1) * Kp, std::exp(w.past[r]));
+      }
+      for (std::int64_t x = 0; x < Kp; x += L)
+        simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.kd + r * Kp + x) * simd::load<Arch>(w.k + r * Kp + x));
+      for (std::int64_t x = 0; x < Kp; ++x) {
+        w.kt[x * Cp + r] = w.k[r * Kp + x];
+        w.kdt[x * Cp + r] = w.kd[r * Kp + x];
+      }
+    }
+
+    // Inter: queries decayed from the chunk start against the state carried in.
+    for (std::int64_t r = 0; r < n; ++r) {
+      if (channel) {
+        exp_row<Arch>(w.into + r * gw, w.qd + r * Kp, Kp);
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.qd + r * Kp + x) * simd::load<Arch>(w.q + r * Kp + x));
+      } else {
+        const B e(std::exp(w.into[r]));
+        for (std::int64_t x = 0; x < Kp; x += L) simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.q + r * Kp + x) * e);
+      }
+    }
+    simd::gemm_tile<Arch, false>(w.qd, Kp, w.s, Vp, w.o, Vp, n, Vp, Kp);
+    if (normalize)
+      for (std::int64_t r = 0; r < n; ++r) {
+        B acc(0.0f);
+        for (std::int64_t x = 0; x < Kp; x += L)
+          acc = xsimd::fma(simd::load<Arch>(w.qd + r * Kp + x), simd::load<Arch>(w.z + x), acc);
+        w.den[r] = simd::reduce_add<Arch>(acc);
+      }
+
+    // Intra: A = causal(q kᵀ ⊙ Γ).
+    std::fill(w.a, w.a + n * Cp, 0.0f);
+    if (reset) {
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t s = 0; s <= r; ++s) {
+          float acc = 0.0f;
+          for (std::int64_t x = 0; x < K; ++x)
+            acc += w.q[r * Kp + x] * w.k[s * Kp + x] * segment_weight_scalar(w.P, gw, r, s, channel ? x : 0);
+          w.a[r * Cp + s] = acc;
+        }
+    } else if (!channel) {
+      simd::gemm_tile<Arch, false>(w.q, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
+      for (std::int64_t r = 0; r < n; ++r) {
+        float* ar = w.a + r * Cp;
+        std::int64_t s = 0;
+        for (; s + L <= r + 1; s += L)  // Γ = e^{into_r - into_s}: a chunk-local difference, no reset inside
+          simd::store<Arch>(ar + s, simd::load<Arch>(ar + s) *
+                                        simd::exp<Arch>(B(w.into[r]) - simd::load<Arch>(w.into + s)));
+        for (; s <= r; ++s) ar[s] *= std::exp(w.into[r] - w.into[s]);
+        std::fill(ar + r + 1, ar + Cp, 0.0f);
+      }
+    } else {
+      // Sub-block-local prefix P_r (inclusive) and suffix Ssuf_s (exclusive) of the gates.
+      for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
+        const std::int64_t i1 = std::min(n, i0 + p.sub);
+        for (std::int64_t r = i0; r < i1; ++r)
+          for (std::int64_t x = 0; x < Kp; ++x) w.kd[r * Kp + x] = w.P[r * Kp + x];  // raw gates
+        for (std::int64_t r = i0; r < i1; ++r)
+          for (std::int64_t x = 0; x < Kp; ++x) w.P[r * Kp + x] = (r > i0 ? w.P[(r - 1) * Kp + x] : 0.0f) + w.kd[r * Kp + x];
+        for (std::int64_t r = i1 - 1; r >= i0; --r)
+          for (std::int64_t x = 0; x < Kp; ++x)
+            w.Ssuf[r * Kp + x] = r == i1 - 1 ? 0.0f : w.Ssuf[(r + 1) * Kp + x] + w.kd[(r + 1) * Kp + x];
+      }
+      // Diagonal sub-blocks: one per-channel exponent per pair.
+      for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
+        const std::int64_t i1 = std::min(n, i0 + p.sub);
+        for (std::int64_t r = i0; r < i1; ++r)
+          for (std::int64_t s = i0; s <= r; ++s) {
+            B acc(0.0f);
+            for (std::int64_t x = 0; x < Kp; x += L)
+              acc = xsimd::fma(simd::load<Arch>(w.q + r * Kp + x) * simd::load<Arch>(w.k + s * Kp + x),
+                               simd::exp<Arch>(simd::load<Arch>(w.P + r * Kp + x) - simd::load<Arch>(w.P + s * Kp + x)),
+                               acc);
+            w.a[r * Cp + s] = simd::reduce_add<Arch>(acc);
+          }
+      }
+      // Off-diagonal sub-blocks i > j: q_i ⊙ e^{P} against k_j ⊙ e^{Ssuf} ⊙ e^{G_ji}.
+      for (std::int64_t r = 0; r < n; ++r) {
+        exp_row<Arch>(w.P + r * Kp, w.qd + r * Kp, Kp);  // qd is free again: the inter GEMM is done
+        exp_row<Arch>(w.Ssuf + r * Kp, w.kd + r * Kp, Kp);
+        for (std::int64_t x = 0; x < Kp; x += L) {
+          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.qd + r * Kp + x) * simd::load<Arch>(w.q + r * Kp + x));
+          simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.kd + r * Kp + x) * simd::load<Arch>(w.k + r * Kp + x));
+        }
+      }
+      for (std::int64_t i0 = p.sub; i0 < n; i0 += p.sub) {
+        const std::int64_t rows = std::min(n, i0 + p.sub) - i0;
+        std::fill(w.G, w.G + Kp, 0.0f);  // Σ g strictly between sub-block j and i0
+        for (std::int64_t j0 = i0 - p.sub; j0 >= 0; j0 -= p.sub) {
+          if (j0 + p.sub < i0)  // add sub-block j + 1's total
+            for (std::int64_t x = 0; x < Kp; ++x) w.G[x] += w.P[(j0 + 2 * p.sub - 1) * Kp + x];
+          for (std::int64_t x = 0; x < Kp; ++x) {
+            const float e = std::exp(w.G[x]);
+            for (std::int64_t s = 0; s < p.sub; ++s) w.kgt[x * p.sub + s] = w.kd[(j0 + s) * Kp + x] * e;
+          }
+          simd::gemm_tile<Arch, false>(w.qd + i0 * Kp, Kp, w.kgt, p.sub, w.a + i0 * Cp + j0, Cp, rows, p.sub, Kp);
+        }
+      }
+    }
+    simd::gemm_tile<Arch, true>(w.a, Cp, w.v, Vp, w.o, Vp, n, Vp, n);
+
+    // Outputs: scale · o (over scale · (qd z + Σ_s A) + eps).
+    for (std::int64_t r = 0; r < n; ++r) {
+      float div = 1.0f;
+      if (normalize) {
+        float den = w.den[r];
+        for (std::int64_t s = 0; s <= r; ++s) den += w.a[r * Cp + s];
+        div = sh.scale * den + eps;
+      }
+      const float f = sh.scale / div;
+      for (std::int64_t y = 0; y < V; ++y) o(b, h, t0 + r, y) = from_float<TO>(w.o[r * Vp + y] * f);
+    }
+
+    // The state carried past the chunk.
+    for (std::int64_t x = 0; x < K; ++x) {
+      const float keep = std::exp(w.into[(n - 1) * gw + (channel ? x : 0)]);
+      for (std::int64_t y = 0; y < Vp; y += L)
+        simd::store<Arch>(w.s + x * Vp + y, simd::load<Arch>(w.s + x * Vp + y) * B(keep));
+      if (normalize) {
+        float sum = 0.0f;
+        for (std::int64_t s = 0; s < n; ++s) sum += w.kdt[x * Cp + s];
+        w.z[x] = w.z[x] * keep + sum;
+      }
+    }
+    simd::gemm_tile<Arch, true>(w.kdt, Cp, w.v, Vp, w.s, Vp, Kp, Vp, n);
+  }
+  if (is_given(state.s))
+    for (std::int64_t x = 0; x < K; ++x) {
+      std::copy(w.s + x * Vp, w.s + x * Vp + V, &state.s(b, h, x, 0));
+      if (is_given(state.z)) state.z(b, h, x) = w.z[x];
+    }
+}
+
+/// One decode step for one (b, h), fused over the state's rows (see the top).
+/// s0 is a zeroed (K, Vp) scratch state used when the caller keeps none.
+template <class Arch, class TQ, class TK, class TV, class TO>
+void linear_head_decode(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
+                        const tensor_view<TO, 4>& o, const linear_decay& decay, const linear_state& state,
+                        const linear_shape& sh, bool normalize, float eps, std::int64_t b, std::int64_t h,
+                        const linear_plan<Arch>& p, linear_slot<Arch>& w) {
+  using B = simd::fbatch<Arch>;
+  constexpr std::int64_t L = simd::lanes<Arch>;
+  const std::int64_t K = sh.K, V = sh.V, Vfull = V / L * L;
+  simd::widen_row<Arch>(&v(b, h, 0, 0), V, w.v, p.Vp);
+  std::fill(w.o, w.o + p.Vp, 0.0f);
+  const bool kept = is_given(state.s);
+  if (!kept) std::fill(w.s, w.s + K * p.Vp, 0.0f);
+  float den = 0.0f;
+  for (std::int64_t x = 0; x < K; ++x) {
+    const float a = std::exp(decay(b, h, 0, x)), kx = to_float(k(b, h, 0, x)), qx = to_float(q(b, h, 0, x));
+    float* row = kept ? &state.s(b, h, x, 0) : w.s + x * p.Vp;
+    const B ab(a), kb(kx), qb(qx);
+    std::int64_t y = 0;
+    for (; y < Vfull; y += L) {
+      const B sx = xsimd::fma(ab, simd::load<Arch>(row + y), kb * simd::load<Arch>(w.v + y));
+      simd::store<Arch>(row + y, sx);
+      simd::store<Arch>(w.o + y, xsimd::fma(qb, sx, simd::load<Arch>(w.o + y)));
+    }
+    for (; y < V; ++y) {
+      row[y] = a * row[y] + kx * w.v[y];
+      w.o[y] += qx * row[y];
+    }
+    if (normalize) {
+      float& zx = is_given(state.z) ? state.z(b, h, x) : w.z[x];
+      zx = a * (is_given(state.z) ? zx : 0.0f) + kx;
+      den += qx * zx;
+    }
+  }
+  const float f = sh.scale / (normalize ? sh.scale * den + eps : 1.0f);
+  for (std::int64_t y = 0; y < V; ++y) o(b, h, 0, y) = from_float<TO>(w.o[y] * f);
+}
+
+}  // namespace detail
+
+/// Scratch bytes of linear_attention(q, k, v, o, decay, state, params, backend); lend
+/// them through backend.scratch to avoid allocating.
+template <class Arch>
+std::size_t linear_attention_workspace_size(std::int64_t K, std::int64_t V, const linear_params& params,
+                                            const cpu<Arch>& backend) {
+  const detail::linear_plan<Arch> plan(std::max<std::int64_t>(params.chunk, 1), K, V);
+  return detail::scratch_arena::bytes_for(
+      {plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1))});
+}
+
+/// Linear attention on cpu<Arch>: chunkwise for a prefill, the fused step for one
+/// token. Same contract as the reference backend (linear.hpp); results do not
+/// depend on the thread count.
+template <class Arch, class TQ, class TK, class TV, class TO>
+void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
+                      tensor_view<TK, 4> k,  // (b, h, t, K)
+                      tensor_view<TV, 4> v,  // (b, h, t, V)
+                      tensor_view<TO, 4> o,  // (b, h, t, V)
+                      const linear_decay& decay, const linear_state& state, const linear_params& params,
+                      const cpu<Arch>& backend) {
+  const linear_shape sh = detail::check_linear_call("linear_attention", q, k, v, o, decay, state, params);
+  if (sh.b * sh.h * sh.t == 0 || sh.V == 0) return;
+  const detail::linear_plan<Arch> plan(params.chunk, sh.K, sh.V);
+  const std::size_t per_slot = plan.slot_floats();
+  const int slots = std::max(backend.exec.concurrency(), 1);
+  detail::scratch_arena arena("linear_attention", backend.scratch,
+                              linear_attention_workspace_size(sh.K, sh.V, params, backend));
+  float* base = arena.take(per_slot * static_cast<std::size_t>(slots));
+  parallel_for_slots(backend.exec, sh.b * sh.h, [&](std::int64_t item, std::int64_t slot) {
+    detail::linear_slot<Arch> w(base + static_cast<std::size_t>(slot) * per_slot, plan);
+    const std::int64_t b = item / sh.h, h = item % sh.h;
+    if (sh.t == 1)
+      detail::linear_head_decode<Arch>(q, k, v, o, decay, state, sh, params.normalize, params.eps, b, h, plan, w);
+    else
+      detail::linear_head_chunkwise<Arch>(q, k, v, o, decay, state, sh, params.normalize, params.eps, b, h, plan, w);
+  });
+}
+
+}  // namespace attnkit
+ATTNKIT_SIMD_END

@@ -1,0 +1,151 @@
+// Linear attention on cpu<Arch>: chunkwise prefill and the fused decode step
+// against the fp64 recurrence, for every decay grain, chunk sizes that do and
+// do not divide t, explicit states, resets, and thread-count independence.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention/linear/gla.hpp"
+#include "attnkit/attention/linear/linear.hpp"
+#include "support/cpu_archs.hpp"
+#include "support/linear_inputs.hpp"
+#include "support/linear_oracle.hpp"
+#include "support/seeded.hpp"
+
+namespace attnkit {
+namespace {
+
+using test::grain;
+using test::linear_inputs;
+
+constexpr double tol = 1e-5;
+
+struct cpu_case {
+  std::int64_t t, K, V, chunk;
+};
+
+class LinearCpu : public ::testing::TestWithParam<test::cpu_arch> {};
+
+TEST_P(LinearCpu, ChunkwiseAndDecodeMatchTheFp64Recurrence) {
+  test::with_cpu_arch(GetParam(), [](auto arch) {
+    using Arch = decltype(arch);
+    test::seeded_rng s;
+    const cpu_case cases[] = {{1, 16, 16, 64},  {63, 16, 60, 16},   {63, 60, 16, 1},   {130, 64, 64, 64},
+                              {130, 64, 64, 40}, {200, 128, 128, 300}, {1000, 128, 128, 64}, {97, 20, 33, 33}};
+    for (const cpu_case& c : cases)
+      for (const grain g : {grain::none, grain::head, grain::token, grain::channel})
+        for (const bool normalize : {false, true}) {
+          SCOPED_TRACE("t " + std::to_string(c.t) + " K " + std::to_string(c.K) + " V " + std::to_string(c.V) +
+                       " chunk " + std::to_string(c.chunk) + " decay " + test::name(g) +
+                       (normalize ? " normalized" : ""));
+          const linear_inputs in(1, 2, c.t, c.K, c.V, s.rng, normalize);
+          const tensor<float, 4> s0 = test::random_state(1, 2, c.K, c.V, s.rng);
+          tensor<float, 3> z0({1, 2, c.K});
+          std::fill(z0.data(), z0.data() + z0.size(), 3.0f);
+          linear_params p;
+          p.normalize = normalize;
+          p.chunk = c.chunk;
+          const linear_decay d = in.decay(g);
+          const auto oracle = test::linear_oracle(in.q.cview(), in.k.cview(), in.v.cview(), d,
+                                                  1.0 / std::sqrt(double(c.K)), normalize, p.eps, s0.cview(),
+                                                  normalize ? z0.cview() : tensor_view<const float, 3>{});
+          tensor<float, 4> o({1, 2, c.t, c.V}), st({1, 2, c.K, c.V});
+          tensor<float, 3> z({1, 2, c.K});
+          std::copy(s0.data(), s0.data() + s0.size(), st.data());
+          std::copy(z0.data(), z0.data() + z0.size(), z.data());
+          linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), d,
+                           {st.view(), normalize ? z.view() : tensor_view<float, 3>{}}, p, cpu<Arch>{});
+          EXPECT_LT(test::relative_l2(o.data(), oracle.o), tol);
+          EXPECT_LT(test::relative_l2(st.data(), oracle.s), tol);
+          if (normalize) {
+            EXPECT_LT(test::relative_l2(z.data(), oracle.z), tol);
+          }
+        }
+  });
+}
+
+TEST_P(LinearCpu, PrefillThenDecodeStepsEqualsOnePrefill) {
+  test::with_cpu_arch(GetParam(), [](auto arch) {
+    using Arch = decltype(arch);
+    test::seeded_rng s;
+    for (const grain g : {grain::head, grain::channel})
+      for (const bool normalize : {false, true}) {
+        SCOPED_TRACE(std::string("decay ") + test::name(g) + (normalize ? " normalized" : ""));
+        const std::int64_t t = 150, T = 111, K = 32, V = 48;
+        const linear_inputs in(2, 2, t, K, V, s.rng, normalize);
+        linear_params p;
+        p.normalize = normalize;
+        const auto oracle = test::linear_oracle(in.q.cview(), in.k.cview(), in.v.cview(), in.decay(g),
+                                                1.0 / std::sqrt(double(K)), normalize, p.eps);
+        tensor<float, 4> o({2, 2, t, V}), st({2, 2, K, V});
+        tensor<float, 3> z({2, 2, K});
+        std::fill(st.data(), st.data() + st.size(), 0.0f);
+        std::fill(z.data(), z.data() + z.size(), 0.0f);
+        const linear_state state{st.view(), normalize ? z.view() : tensor_view<float, 3>{}};
+        const auto run = [&](std::int64_t t0, std::int64_t t1) {
+          linear_decay d = in.decay(g);
+          if (g == grain::channel) d.per_channel = d.per_channel.slice(2, t0, t1);
+          linear_attention(in.q.cview().slice(2, t0, t1), in.k.cview().slice(2, t0, t1),
+                           in.v.cview().slice(2, t0, t1), o.view().slice(2, t0, t1), d, state, p, cpu<Arch>{});
+        };
+        run(0, T);
+        for (std::int64_t i = T; i < t; ++i) run(i, i + 1);
+        EXPECT_LT(test::relative_l2(o.data(), oracle.o), tol);
+        EXPECT_LT(test::relative_l2(st.data(), oracle.s), tol);
+      }
+  });
+}
+
+TEST_P(LinearCpu, ResetGatesAndStrongGatesStayExact) {
+  test::with_cpu_arch(GetParam(), [](auto arch) {
+    using Arch = decltype(arch);
+    test::seeded_rng s;
+    for (const float tau : {0.1f, 1.0f, 10.0f}) {
+      SCOPED_TRACE("tau " + std::to_string(tau));
+      linear_inputs in(1, 2, 140, 32, 16, s.rng);
+      std::normal_distribution<float> n(0.0f, 3.0f);
+      for (std::int64_t i = 0; i < in.g_channel.size(); ++i) in.g_channel.data()[i] = n(s.rng);
+      gla_log_gates(in.g_channel.view(), tau);
+      in.g_channel(0, 1, 77, 5) = -std::numeric_limits<float>::infinity();  // one channel forgets everything
+      in.g_token(0, 0, 20) = -std::numeric_limits<float>::infinity();
+      for (const grain g : {grain::channel, grain::token}) {
+        const auto oracle = test::linear_oracle(in.q.cview(), in.k.cview(), in.v.cview(), in.decay(g),
+                                                1.0 / std::sqrt(32.0), false, 0.0);
+        tensor<float, 4> o({1, 2, 140, 16});
+        linear_params p;
+        linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), in.decay(g), {}, p, cpu<Arch>{});
+        EXPECT_LT(test::relative_l2(o.data(), oracle.o), tol) << test::name(g);
+      }
+    }
+  });
+}
+
+TEST_P(LinearCpu, ResultsDoNotDependOnTheThreadCount) {
+  test::with_cpu_arch(GetParam(), [](auto arch) {
+    using Arch = decltype(arch);
+    test::seeded_rng s;
+    const linear_inputs in(2, 3, 90, 24, 40, s.rng);
+    for (const std::int64_t t : {std::int64_t{90}, std::int64_t{1}}) {
+      tensor<float, 4> one({2, 3, t, 40}), two({2, 3, t, 40});
+      const auto part = [&](const tensor<float, 4>& x) { return x.cview().slice(2, 0, t); };
+      linear_decay d = in.decay(grain::channel);
+      d.per_channel = d.per_channel.slice(2, 0, t);
+      linear_attention(part(in.q), part(in.k), part(in.v), one.view(), d, {}, {}, cpu<Arch>{executor::serial(), {}});
+      linear_attention(part(in.q), part(in.k), part(in.v), two.view(), d, {}, {},
+                       cpu<Arch>{executor::custom(2, [](std::int64_t n, const std::function<void(std::int64_t)>& f) {
+                                   for (std::int64_t i = n; i-- > 0;) f(i);  // another order, two slots
+                                 }),
+                                 {}});
+      EXPECT_TRUE(std::equal(one.data(), one.data() + one.size(), two.data())) << "t " << t;
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, LinearCpu, ::testing::ValuesIn(test::compiled_cpu_archs()),
+                         [](const auto& info) { return std::string(test::cpu_arch_name(info.param)); });
+
+}  // namespace
+}  // namespace attnkit
