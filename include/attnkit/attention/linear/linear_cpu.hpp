@@ -55,9 +55,11 @@ struct linear_plan {
 
   /// Floats of one slot: q, qd, k, kd (C, Kp); kt, kdt (Kp, Cp); v, o (C, Vp); A (C, Cp);
   /// S (Kp, Vp); z (Kp); into, past, P, Ssuf (C, Kp); g row, G (Kp); kgt (Kp, sub); den (C).
+  /// A multiple of 16, so every slot starts 64-byte aligned.
   std::size_t slot_floats() const {
-    return static_cast<std::size_t>(8 * C * Kp + 2 * Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp +
-                                    Kp * sub + C + 19 * 16);  // + rounding of 19 arrays to 16 floats
+    const std::int64_t n = 8 * C * Kp + 2 * Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp + Kp * sub + C +
+                           19 * 16;  // + rounding of 19 arrays to 16 floats
+    return static_cast<std::size_t>(round(n, 16));
   }
 };
 
