@@ -25,12 +25,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "attnkit/attention/linear/decay.hpp"
 #include "attnkit/attention/linear/linear_params.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/exp.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
+#include "attnkit/backend/cpu/flush_denormals.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "attnkit/backend/tags.hpp"
 #include "attnkit/core/parallel.hpp"
@@ -53,26 +55,18 @@ struct linear_plan {
 
   static std::int64_t round(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
-  /// Floats of one slot: q, qd, k, kd (C, Kp); kt, kdt (Kp, Cp); v, o (C, Vp); A (C, Cp);
-  /// S (Kp, Vp); z (Kp); into, past, P, Ssuf (C, Kp); g row, G (Kp); kgt (Kp, sub); den (C).
-  /// A multiple of 16, so every slot starts 64-byte aligned.
+  /// Floats of one slot: q, qd, k, kd, kh, g, into, past, P, Ssuf (C, Kp); kt (Kp, Cp);
+  /// v, o (C, Vp); A (C, Cp); S (Kp, Vp); z, G (Kp); den (C). A multiple of 16, so
+  /// every slot starts 64-byte aligned.
   std::size_t slot_floats() const {
-    const std::int64_t n = 8 * C * Kp + 2 * Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp + Kp * sub + C +
-                           19 * 16;  // + rounding of 19 arrays to 16 floats
-    return static_cast<std::size_t>(round(n, 16));
+    const std::int64_t n = 10 * C * Kp + Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 2 * Kp + C + 18 * 16;
+    return static_cast<std::size_t>(round(n, 16));  // 18 * 16: each array rounded up to 16 floats
   }
 };
 
-/// n floats of an exp vector op: out[i] = e^{x[i]} (n a multiple of lanes).
-template <class Arch>
-void exp_row(const float* x, float* out, std::int64_t n) {
-  constexpr int L = simd::lanes<Arch>;
-  for (std::int64_t i = 0; i < n; i += L) simd::store<Arch>(out + i, simd::exp<Arch>(simd::load<Arch>(x + i)));
-}
-
 template <class Arch>
 struct linear_slot {
-  float *q, *qd, *k, *kd, *kt, *kdt, *v, *o, *a, *s, *z, *into, *past, *P, *Ssuf, *g, *G, *kgt, *den;
+  float *q, *qd, *k, *kd, *kh, *g, *into, *past, *P, *Ssuf, *kt, *v, *o, *a, *s, *z, *G, *den;
 
   linear_slot(float* base, const linear_plan<Arch>& p) {
     float* at = base;
@@ -81,23 +75,30 @@ struct linear_slot {
       at += (n + 15) / 16 * 16;  // keeps every array 64-byte aligned
       return r;
     };
-    q = take(p.C * p.Kp), qd = take(p.C * p.Kp), k = take(p.C * p.Kp), kd = take(p.C * p.Kp);
-    kt = take(p.Kp * p.Cp), kdt = take(p.Kp * p.Cp), v = take(p.C * p.Vp), o = take(p.C * p.Vp);
-    a = take(p.C * p.Cp), s = take(p.Kp * p.Vp), z = take(p.Kp);
-    into = take(p.C * p.Kp), past = take(p.C * p.Kp), P = take(p.C * p.Kp), Ssuf = take(p.C * p.Kp);
-    g = take(p.Kp), G = take(p.Kp), kgt = take(p.Kp * p.sub), den = take(p.C);
+    for (float** x : {&q, &qd, &k, &kd, &kh, &g, &into, &past, &P, &Ssuf}) *x = take(p.C * p.Kp);
+    kt = take(p.Kp * p.Cp), v = take(p.C * p.Vp), o = take(p.C * p.Vp), a = take(p.C * p.Cp);
+    s = take(p.Kp * p.Vp), z = take(p.Kp), G = take(p.Kp), den = take(p.C);
   }
 };
 
-/// Scalar Γ for one row of A when the chunk has a reset: explicit segment sums.
-inline float segment_weight_scalar(const float* g, std::int64_t gw, std::int64_t r, std::int64_t s,
-                                   std::int64_t x) {
-  float seg = 0.0f;
-  for (std::int64_t u = s + 1; u <= r; ++u) seg += g[u * gw + x];
-  return std::exp(seg);
+/// out[0, n) = e^{x[0, n)} (n a multiple of lanes), times f[0, n) when given.
+template <class Arch>
+void exp_row(const float* x, float* out, std::int64_t n, const float* f = nullptr) {
+  constexpr int L = simd::lanes<Arch>;
+  for (std::int64_t i = 0; i < n; i += L) {
+    const simd::fbatch<Arch> e = simd::exp<Arch>(simd::load<Arch>(x + i));
+    simd::store<Arch>(out + i, f ? e * simd::load<Arch>(f + i) : e);
+  }
 }
 
-/// The chunkwise kernel for one (b, h): chunks in order, state in registers' reach.
+/// dst (cols, ldd) = src (rows, cols)ᵀ, src rows lds apart.
+inline void transpose(const float* src, std::int64_t lds, std::int64_t rows, std::int64_t cols, float* dst,
+                      std::int64_t ldd) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+/// The chunkwise kernel for one (b, h): its chunks in order, the state kept in scratch.
 template <class Arch, class TQ, class TK, class TV, class TO>
 void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
                            const tensor_view<TO, 4>& o, const linear_decay& decay, const linear_state& state,
@@ -118,49 +119,39 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
 
   for (std::int64_t t0 = 0; t0 < sh.t; t0 += p.C) {
     const std::int64_t n = std::min(p.C, sh.t - t0);
-    // Rows in fp32; the log decay of each row (one value, or one per channel).
+    // Rows in fp32, the log decay g of each row (one value, or one per channel),
+    // its prefix sums `into` (inclusive) and suffix sums `past` (exclusive).
     bool reset = false;
     for (std::int64_t r = 0; r < n; ++r) {
       simd::widen_row<Arch>(&q(b, h, t0 + r, 0), K, w.q + r * Kp, Kp);
       simd::widen_row<Arch>(&k(b, h, t0 + r, 0), K, w.k + r * Kp, Kp);
       simd::widen_row<Arch>(&v(b, h, t0 + r, 0), V, w.v + r * Vp, Vp);
-      float* gr = w.g;  // this row's log decay, staged
-      for (std::int64_t x = 0; x < gw; ++x) gr[x] = x < K ? decay(b, h, t0 + r, x) : 0.0f;
       for (std::int64_t x = 0; x < gw; ++x) {
-        reset |= std::isinf(gr[x]);
-        w.into[r * gw + x] = (r ? w.into[(r - 1) * gw + x] : 0.0f) + gr[x];
-        w.P[r * gw + x] = gr[x];  // the raw gates, kept for suffix sums and the reset path
+        const float g = x < K ? decay(b, h, t0 + r, x) : 0.0f;
+        reset |= std::isinf(g);
+        w.g[r * gw + x] = g;
+        w.into[r * gw + x] = (r ? w.into[(r - 1) * gw + x] : 0.0f) + g;
       }
     }
     for (std::int64_t r = n - 1; r >= 0; --r)
       for (std::int64_t x = 0; x < gw; ++x)
-        w.past[r * gw + x] = r == n - 1 ? 0.0f : w.past[(r + 1) * gw + x] + w.P[(r + 1) * gw + x];
-    // k ⊙ e^{past}, the keys' weights in the state carried out; both transposed for the GEMMs.
+        w.past[r * gw + x] = r == n - 1 ? 0.0f : w.past[(r + 1) * gw + x] + w.g[(r + 1) * gw + x];
+
+    // Queries decayed from the chunk start (qd) and keys decayed to its end (kd).
     for (std::int64_t r = 0; r < n; ++r) {
       if (channel) {
-        exp_row<Arch>(w.past + r * gw, w.kd + r * Kp, Kp);
+        exp_row<Arch>(w.into + r * gw, w.qd + r * Kp, Kp, w.q + r * Kp);
+        exp_row<Arch>(w.past + r * gw, w.kd + r * Kp, Kp, w.k + r * Kp);
       } else {
-        std::fill(w.kd + r * Kp, w.kd + (r + 1) * Kp, std::exp(w.past[r]));
-      }
-      for (std::int64_t x = 0; x < Kp; x += L)
-        simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.kd + r * Kp + x) * simd::load<Arch>(w.k + r * Kp + x));
-      for (std::int64_t x = 0; x < Kp; ++x) {
-        w.kt[x * Cp + r] = w.k[r * Kp + x];
-        w.kdt[x * Cp + r] = w.kd[r * Kp + x];
+        const B eq(std::exp(w.into[r])), ek(std::exp(w.past[r]));
+        for (std::int64_t x = 0; x < Kp; x += L) {
+          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.q + r * Kp + x) * eq);
+          simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) * ek);
+        }
       }
     }
 
-    // Inter: queries decayed from the chunk start against the state carried in.
-    for (std::int64_t r = 0; r < n; ++r) {
-      if (channel) {
-        exp_row<Arch>(w.into + r * gw, w.qd + r * Kp, Kp);
-        for (std::int64_t x = 0; x < Kp; x += L)
-          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.qd + r * Kp + x) * simd::load<Arch>(w.q + r * Kp + x));
-      } else {
-        const B e(std::exp(w.into[r]));
-        for (std::int64_t x = 0; x < Kp; x += L) simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.q + r * Kp + x) * e);
-      }
-    }
+    // Inter: the state carried in.
     simd::gemm_tile<Arch, false>(w.qd, Kp, w.s, Vp, w.o, Vp, n, Vp, Kp);
     if (normalize)
       for (std::int64_t r = 0; r < n; ++r) {
@@ -170,43 +161,44 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
         w.den[r] = simd::reduce_add<Arch>(acc);
       }
 
-    // Intra: A = causal(q kᵀ ⊙ Γ).
+    // Intra: A = causal(q kᵀ ⊙ Γ), then o += A v.
     std::fill(w.a, w.a + n * Cp, 0.0f);
-    if (reset) {
+    if (reset) {  // explicit segment sums: exact across a -inf gate
       for (std::int64_t r = 0; r < n; ++r)
         for (std::int64_t s = 0; s <= r; ++s) {
           float acc = 0.0f;
-          for (std::int64_t x = 0; x < K; ++x)
-            acc += w.q[r * Kp + x] * w.k[s * Kp + x] * segment_weight_scalar(w.P, gw, r, s, channel ? x : 0);
+          for (std::int64_t x = 0; x < K; ++x) {
+            float seg = 0.0f;
+            for (std::int64_t u = s + 1; u <= r; ++u) seg += w.g[u * gw + (channel ? x : 0)];
+            acc += w.q[r * Kp + x] * w.k[s * Kp + x] * std::exp(seg);
+          }
           w.a[r * Cp + s] = acc;
         }
     } else if (!channel) {
+      transpose(w.k, Kp, n, Kp, w.kt, Cp);
       simd::gemm_tile<Arch, false>(w.q, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
       for (std::int64_t r = 0; r < n; ++r) {
         float* ar = w.a + r * Cp;
         std::int64_t s = 0;
-        for (; s + L <= r + 1; s += L)  // Γ = e^{into_r - into_s}: a chunk-local difference, no reset inside
+        for (; s + L <= r + 1; s += L)  // Γ = e^{into_r - into_s}: no reset inside the chunk
           simd::store<Arch>(ar + s, simd::load<Arch>(ar + s) *
                                         simd::exp<Arch>(B(w.into[r]) - simd::load<Arch>(w.into + s)));
         for (; s <= r; ++s) ar[s] *= std::exp(w.into[r] - w.into[s]);
         std::fill(ar + r + 1, ar + Cp, 0.0f);
       }
     } else {
-      // Sub-block-local prefix P_r (inclusive) and suffix Ssuf_s (exclusive) of the gates.
+      // Sub-block-local prefix P (inclusive) and suffix Ssuf (exclusive) of the gates.
       for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
         const std::int64_t i1 = std::min(n, i0 + p.sub);
         for (std::int64_t r = i0; r < i1; ++r)
-          for (std::int64_t x = 0; x < Kp; ++x) w.kd[r * Kp + x] = w.P[r * Kp + x];  // raw gates
-        for (std::int64_t r = i0; r < i1; ++r)
-          for (std::int64_t x = 0; x < Kp; ++x) w.P[r * Kp + x] = (r > i0 ? w.P[(r - 1) * Kp + x] : 0.0f) + w.kd[r * Kp + x];
+          for (std::int64_t x = 0; x < Kp; ++x) w.P[r * Kp + x] = (r > i0 ? w.P[(r - 1) * Kp + x] : 0.0f) + w.g[r * Kp + x];
         for (std::int64_t r = i1 - 1; r >= i0; --r)
           for (std::int64_t x = 0; x < Kp; ++x)
-            w.Ssuf[r * Kp + x] = r == i1 - 1 ? 0.0f : w.Ssuf[(r + 1) * Kp + x] + w.kd[(r + 1) * Kp + x];
+            w.Ssuf[r * Kp + x] = r == i1 - 1 ? 0.0f : w.Ssuf[(r + 1) * Kp + x] + w.g[(r + 1) * Kp + x];
       }
-      // Diagonal sub-blocks: one per-channel exponent per pair.
-      for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
-        const std::int64_t i1 = std::min(n, i0 + p.sub);
-        for (std::int64_t r = i0; r < i1; ++r)
+      // Diagonal sub-blocks: one per-channel exponent per pair, over a local sum.
+      for (std::int64_t i0 = 0; i0 < n; i0 += p.sub)
+        for (std::int64_t r = i0; r < std::min(n, i0 + p.sub); ++r)
           for (std::int64_t s = i0; s <= r; ++s) {
             B acc(0.0f);
             for (std::int64_t x = 0; x < Kp; x += L)
@@ -215,27 +207,23 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
                                acc);
             w.a[r * Cp + s] = simd::reduce_add<Arch>(acc);
           }
-      }
-      // Off-diagonal sub-blocks i > j: q_i ⊙ e^{P} against k_j ⊙ e^{Ssuf} ⊙ e^{G_ji}.
-      for (std::int64_t r = 0; r < n; ++r) {
-        exp_row<Arch>(w.P + r * Kp, w.qd + r * Kp, Kp);  // qd is free again: the inter GEMM is done
-        exp_row<Arch>(w.Ssuf + r * Kp, w.kd + r * Kp, Kp);
-        for (std::int64_t x = 0; x < Kp; x += L) {
-          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.qd + r * Kp + x) * simd::load<Arch>(w.q + r * Kp + x));
-          simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.kd + r * Kp + x) * simd::load<Arch>(w.k + r * Kp + x));
-        }
-      }
+      // Off-diagonal sub-blocks i > j: (q_i ⊙ e^{P} ⊙ e^{G_ji}) (k_j ⊙ e^{Ssuf})ᵀ.
+      for (std::int64_t r = 0; r < n; ++r) exp_row<Arch>(w.Ssuf + r * Kp, w.kh + r * Kp, Kp, w.k + r * Kp);
+      transpose(w.kh, Kp, n, Kp, w.kt, Cp);
       for (std::int64_t i0 = p.sub; i0 < n; i0 += p.sub) {
         const std::int64_t rows = std::min(n, i0 + p.sub) - i0;
-        std::fill(w.G, w.G + Kp, 0.0f);  // Σ g strictly between sub-block j and i0
+        float* qi = w.kh + i0 * Kp;  // kh is in kt now; its rows hold q_i ⊙ e^{P + G}
+        std::fill(w.G, w.G + Kp, 0.0f);  // Σ g strictly between sub-block j and sub-block i
         for (std::int64_t j0 = i0 - p.sub; j0 >= 0; j0 -= p.sub) {
-          if (j0 + p.sub < i0)  // add sub-block j + 1's total
-            for (std::int64_t x = 0; x < Kp; ++x) w.G[x] += w.P[(j0 + 2 * p.sub - 1) * Kp + x];
-          for (std::int64_t x = 0; x < Kp; ++x) {
-            const float e = std::exp(w.G[x]);
-            for (std::int64_t s = 0; s < p.sub; ++s) w.kgt[x * p.sub + s] = w.kd[(j0 + s) * Kp + x] * e;
+          if (j0 + p.sub < i0)  // add the whole of sub-block j + 1
+            for (std::int64_t x = 0; x < Kp; x += L)
+              simd::store<Arch>(w.G + x, simd::load<Arch>(w.G + x) + simd::load<Arch>(w.P + (j0 + 2 * p.sub - 1) * Kp + x));
+          for (std::int64_t r = 0; r < rows; ++r) {
+            for (std::int64_t x = 0; x < Kp; x += L)
+              simd::store<Arch>(qi + r * Kp + x, simd::load<Arch>(w.P + (i0 + r) * Kp + x) + simd::load<Arch>(w.G + x));
+            exp_row<Arch>(qi + r * Kp, qi + r * Kp, Kp, w.q + (i0 + r) * Kp);
           }
-          simd::gemm_tile<Arch, false>(w.qd + i0 * Kp, Kp, w.kgt, p.sub, w.a + i0 * Cp + j0, Cp, rows, p.sub, Kp);
+          simd::gemm_tile<Arch, false>(qi, Kp, w.kt + j0, Cp, w.a + i0 * Cp + j0, Cp, rows, p.sub, Kp);
         }
       }
     }
@@ -250,21 +238,25 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
         div = sh.scale * den + eps;
       }
       const float f = sh.scale / div;
-      for (std::int64_t y = 0; y < V; ++y) o(b, h, t0 + r, y) = from_float<TO>(w.o[r * Vp + y] * f);
+      TO* out = &o(b, h, t0 + r, 0);
+      std::int64_t y = 0;
+      if constexpr (std::is_same_v<TO, float>)
+        for (; y + L <= V; y += L) simd::store<Arch>(out + y, simd::load<Arch>(w.o + r * Vp + y) * B(f));
+      for (; y < V; ++y) out[y] = from_float<TO>(w.o[r * Vp + y] * f);
     }
 
-    // The state carried past the chunk.
+    // The state carried past the chunk: S = e^{γ} S + kdᵀ v, z = e^{γ} z + Σ kd.
     for (std::int64_t x = 0; x < K; ++x) {
       const float keep = std::exp(w.into[(n - 1) * gw + (channel ? x : 0)]);
       for (std::int64_t y = 0; y < Vp; y += L)
         simd::store<Arch>(w.s + x * Vp + y, simd::load<Arch>(w.s + x * Vp + y) * B(keep));
-      if (normalize) {
-        float sum = 0.0f;
-        for (std::int64_t s = 0; s < n; ++s) sum += w.kdt[x * Cp + s];
-        w.z[x] = w.z[x] * keep + sum;
-      }
+      w.z[x] *= keep;
     }
-    simd::gemm_tile<Arch, true>(w.kdt, Cp, w.v, Vp, w.s, Vp, Kp, Vp, n);
+    if (normalize)
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(w.z + x, simd::load<Arch>(w.z + x) + simd::load<Arch>(w.kd + r * Kp + x));
+    simd::gemm_tile<Arch, true, true>(w.kd, Kp, w.v, Vp, w.s, Vp, Kp, Vp, n);
   }
   if (is_given(state.s))
     for (std::int64_t x = 0; x < K; ++x) {
@@ -343,6 +335,7 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
                               linear_attention_workspace_size(sh.K, sh.V, params, backend));
   float* base = arena.take(per_slot * static_cast<std::size_t>(slots));
   parallel_for_slots(backend.exec, sh.b * sh.h, [&](std::int64_t item, std::int64_t slot) {
+    const simd::flush_denormals ftz;  // on each worker thread, for this item only
     detail::linear_slot<Arch> w(base + static_cast<std::size_t>(slot) * per_slot, plan);
     const std::int64_t b = item / sh.h, h = item % sh.h;
     if (sh.t == 1)

@@ -49,9 +49,10 @@ void for_row_blocks(std::int64_t rows, F&& f) {
   }
 }
 
-/// c (MR, NV * lanes) = [c +] a (MR, steps) * b (steps, NV * lanes). a's rows are
-/// lda apart with unit step; b's rows ldb apart; c is aligned, rows ldc apart.
-template <class Arch, int MR, int NV, bool Accumulate>
+/// c (MR, NV * lanes) = [c +] a (MR, steps) * b (steps, NV * lanes). a(r, k) is
+/// a[r * lda + k], or a[k * lda + r] when ATransposed; b's rows ldb apart; c is
+/// aligned, rows ldc apart.
+template <class Arch, int MR, int NV, bool Accumulate, bool ATransposed = false>
 void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, std::int64_t steps, float* c,
                 std::int64_t ldc) {
   using B = fbatch<Arch>;
@@ -63,7 +64,7 @@ void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t l
     B bk[NV];
     for (int x = 0; x < NV; ++x) bk[x] = B::load_unaligned(b + k * ldb + x * L);
     for (int r = 0; r < MR; ++r) {
-      const B ak(a[r * lda + k]);
+      const B ak(ATransposed ? a[k * lda + r] : a[r * lda + k]);
       for (int x = 0; x < NV; ++x) acc[r][x] = xsimd::fma(ak, bk[x], acc[r][x]);
     }
   }
@@ -73,21 +74,23 @@ void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t l
 
 }  // namespace detail
 
-/// c (m, n) [+]= a (m, steps) * b (steps, n): a's rows lda apart with unit step,
-/// b's rows ldb apart; c 64-byte aligned with rows ldc apart; n a multiple of lanes.
-template <class Arch, bool Accumulate>
+/// c (m, n) [+]= a (m, steps) * b (steps, n): a(r, k) is a[r * lda + k], or
+/// a[k * lda + r] when ATransposed (aᵀ stored row-major); b's rows ldb apart;
+/// c 64-byte aligned with rows ldc apart; n a multiple of lanes.
+template <class Arch, bool Accumulate, bool ATransposed = false>
 void gemm_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
                std::int64_t m, std::int64_t n, std::int64_t steps) {
   using T = flash_tiling<Arch>;
   detail::for_row_blocks<T::mr>(m, [&](std::int64_t r0, auto mm) {
     constexpr int M = decltype(mm)::value;
+    const float* ar = ATransposed ? a + r0 : a + r0 * lda;
     std::int64_t x = 0;
     for (; x + T::nv * T::lanes <= n; x += T::nv * T::lanes)
-      detail::gemm_micro<Arch, M, T::nv, Accumulate>(a + r0 * lda, lda, b + x, ldb, steps, c + r0 * ldc + x, ldc);
+      detail::gemm_micro<Arch, M, T::nv, Accumulate, ATransposed>(ar, lda, b + x, ldb, steps, c + r0 * ldc + x, ldc);
     detail::for_row_blocks<T::nv>((n - x) / T::lanes, [&](std::int64_t c0, auto nn) {
       const std::int64_t col = x + c0 * T::lanes;
-      detail::gemm_micro<Arch, M, decltype(nn)::value, Accumulate>(a + r0 * lda, lda, b + col, ldb, steps,
-                                                                   c + r0 * ldc + col, ldc);
+      detail::gemm_micro<Arch, M, decltype(nn)::value, Accumulate, ATransposed>(ar, lda, b + col, ldb, steps,
+                                                                                c + r0 * ldc + col, ldc);
     });
   });
 }
