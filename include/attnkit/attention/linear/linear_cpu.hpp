@@ -91,11 +91,15 @@ void exp_row(const float* x, float* out, std::int64_t n, const float* f = nullpt
   }
 }
 
-/// dst (cols, ldd) = src (rows, cols)ᵀ, src rows lds apart.
+/// dst (cols, ldd) = src (rows, cols)ᵀ, src rows lds apart; in 16 x 16 blocks so
+/// both sides stay within a few cache lines.
 inline void transpose(const float* src, std::int64_t lds, std::int64_t rows, std::int64_t cols, float* dst,
                       std::int64_t ldd) {
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+  constexpr std::int64_t tile = 16;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += tile)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += tile)
+      for (std::int64_t c = c0; c < std::min(cols, c0 + tile); ++c)
+        for (std::int64_t r = r0; r < std::min(rows, r0 + tile); ++r) dst[c * ldd + r] = src[r * lds + c];
 }
 
 /// The chunkwise kernel for one (b, h): its chunks in order, the state kept in scratch.
@@ -196,32 +200,54 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
           for (std::int64_t x = 0; x < Kp; ++x)
             w.Ssuf[r * Kp + x] = r == i1 - 1 ? 0.0f : w.Ssuf[(r + 1) * Kp + x] + w.g[(r + 1) * Kp + x];
       }
-      // Diagonal sub-blocks: one per-channel exponent per pair, over a local sum.
-      for (std::int64_t i0 = 0; i0 < n; i0 += p.sub)
-        for (std::int64_t r = i0; r < std::min(n, i0 + p.sub); ++r)
+      // qp = q ⊙ e^{P} and kh = k ⊙ e^{Ssuf}, both <= their inputs (qd and past are free now).
+      float* qp = w.qd;
+      for (std::int64_t r = 0; r < n; ++r) {
+        exp_row<Arch>(w.P + r * Kp, qp + r * Kp, Kp, w.q + r * Kp);
+        exp_row<Arch>(w.Ssuf + r * Kp, w.kh + r * Kp, Kp, w.k + r * Kp);
+      }
+      // Diagonal sub-blocks. When the block's decay stays above e^-40, factor it:
+      // A_rs = qp_r · (k_s ⊙ e^{-P_s}), with e^{-P} <= e^40 (no overflow). Otherwise
+      // each pair takes its own exponent e^{P_r - P_s}.
+      float* kf = w.past;
+      for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
+        const std::int64_t i1 = std::min(n, i0 + p.sub);
+        bool bounded = true;
+        for (std::int64_t x = 0; x < Kp; ++x) bounded &= w.P[(i1 - 1) * Kp + x] >= -40.0f;  // P falls with r
+        if (bounded)
+          for (std::int64_t r = i0; r < i1; ++r)
+            for (std::int64_t x = 0; x < Kp; x += L)
+              simd::store<Arch>(kf + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) *
+                                                     simd::exp<Arch>(-simd::load<Arch>(w.P + r * Kp + x)));
+        for (std::int64_t r = i0; r < i1; ++r)
           for (std::int64_t s = i0; s <= r; ++s) {
             B acc(0.0f);
-            for (std::int64_t x = 0; x < Kp; x += L)
-              acc = xsimd::fma(simd::load<Arch>(w.q + r * Kp + x) * simd::load<Arch>(w.k + s * Kp + x),
-                               simd::exp<Arch>(simd::load<Arch>(w.P + r * Kp + x) - simd::load<Arch>(w.P + s * Kp + x)),
-                               acc);
+            if (bounded) {
+              for (std::int64_t x = 0; x < Kp; x += L)
+                acc = xsimd::fma(simd::load<Arch>(qp + r * Kp + x), simd::load<Arch>(kf + s * Kp + x), acc);
+            } else {
+              for (std::int64_t x = 0; x < Kp; x += L)
+                acc = xsimd::fma(simd::load<Arch>(w.q + r * Kp + x) * simd::load<Arch>(w.k + s * Kp + x),
+                                 simd::exp<Arch>(simd::load<Arch>(w.P + r * Kp + x) - simd::load<Arch>(w.P + s * Kp + x)),
+                                 acc);
+            }
             w.a[r * Cp + s] = simd::reduce_add<Arch>(acc);
           }
-      // Off-diagonal sub-blocks i > j: (q_i ⊙ e^{P} ⊙ e^{G_ji}) (k_j ⊙ e^{Ssuf})ᵀ.
-      for (std::int64_t r = 0; r < n; ++r) exp_row<Arch>(w.Ssuf + r * Kp, w.kh + r * Kp, Kp, w.k + r * Kp);
+      }
+      // Off-diagonal sub-blocks i > j: (qp_i ⊙ e^{G_ji}) khᵀ_j, G_ji = Σ g strictly between them.
       transpose(w.kh, Kp, n, Kp, w.kt, Cp);
       for (std::int64_t i0 = p.sub; i0 < n; i0 += p.sub) {
         const std::int64_t rows = std::min(n, i0 + p.sub) - i0;
-        float* qi = w.kh + i0 * Kp;  // kh is in kt now; its rows hold q_i ⊙ e^{P + G}
-        std::fill(w.G, w.G + Kp, 0.0f);  // Σ g strictly between sub-block j and sub-block i
+        float* qi = w.kh + i0 * Kp;  // kh is in kt now; its rows hold qp_i ⊙ e^{G}
+        std::fill(w.G, w.G + Kp, 0.0f);
         for (std::int64_t j0 = i0 - p.sub; j0 >= 0; j0 -= p.sub) {
           if (j0 + p.sub < i0)  // add the whole of sub-block j + 1
             for (std::int64_t x = 0; x < Kp; x += L)
               simd::store<Arch>(w.G + x, simd::load<Arch>(w.G + x) + simd::load<Arch>(w.P + (j0 + 2 * p.sub - 1) * Kp + x));
-          for (std::int64_t r = 0; r < rows; ++r) {
-            for (std::int64_t x = 0; x < Kp; x += L)
-              simd::store<Arch>(qi + r * Kp + x, simd::load<Arch>(w.P + (i0 + r) * Kp + x) + simd::load<Arch>(w.G + x));
-            exp_row<Arch>(qi + r * Kp, qi + r * Kp, Kp, w.q + (i0 + r) * Kp);
+          for (std::int64_t x = 0; x < Kp; x += L) {
+            const B eg = simd::exp<Arch>(simd::load<Arch>(w.G + x));
+            for (std::int64_t r = 0; r < rows; ++r)
+              simd::store<Arch>(qi + r * Kp + x, simd::load<Arch>(qp + (i0 + r) * Kp + x) * eg);
           }
           simd::gemm_tile<Arch, false>(qi, Kp, w.kt + j0, Cp, w.a + i0 * Cp + j0, Cp, rows, p.sub, Kp);
         }
