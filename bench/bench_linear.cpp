@@ -52,7 +52,7 @@ void linear_prefill(benchmark::State& state) {
 }
 BENCHMARK(linear_prefill)
     ->ArgsProduct({{16384}, {lightning, gla}})
-    ->ArgsProduct({{512, 2048, 8192}, {lightning}})
+    ->ArgsProduct({{128, 256, 512, 1024, 2048, 8192}, {lightning}})
     ->ArgNames({"t", "gla"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
@@ -87,9 +87,9 @@ void linear_decode(benchmark::State& state) {
 }
 BENCHMARK(linear_decode)->Arg(1024)->Arg(65536)->ArgNames({"context"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// Causal flash prefill on the same shape (8 heads, d 128, sq = skv = range(0)): where linear wins.
+// Causal flash prefill on the same shape (8 heads, d 128, sq = skv = 2^range(0)): where linear wins.
 void flash_prefill_same_shape(benchmark::State& state) {
-  const std::int64_t t = state.range(0);
+  const std::int64_t t = std::int64_t{1} << state.range(0);
   std::mt19937_64 rng(42);
   const test::linear_inputs in(1, heads, t, dim, dim, rng);
   tensor<float, 4> o({1, heads, t, dim});
@@ -103,8 +103,8 @@ void flash_prefill_same_shape(benchmark::State& state) {
       2.0 * heads * double(t) * t * dim, 0, true, backend.exec.concurrency());
 }
 BENCHMARK(flash_prefill_same_shape)
-    ->Arg(512)->Arg(2048)->Arg(8192)
-    ->ArgNames({"t"})
+    ->DenseRange(7, 13, 1)  // log2 t
+    ->ArgNames({"log2_t"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
