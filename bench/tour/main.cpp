@@ -15,6 +15,7 @@
 #include "tour/dense_rows.hpp"
 #include "tour/flash_rows.hpp"
 #include "tour/kv_rows.hpp"
+#include "tour/linear_rows.hpp"
 #include "tour/tour.hpp"
 
 namespace {
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
   std::vector<attnkit::tour::tour_case> cases = attnkit::tour::dense_cases();
   for (auto& c : attnkit::tour::flash_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::kv_cases()) cases.push_back(std::move(c));
+  for (auto& c : attnkit::tour::linear_cases()) cases.push_back(std::move(c));
   std::vector<row> rows;
   for (const auto& c : cases)
     if (c.kernel.find(filter) != std::string::npos) rows.push_back(c.run(env));
