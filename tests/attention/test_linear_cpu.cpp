@@ -10,7 +10,9 @@
 
 #include "attnkit/attention/linear/gla.hpp"
 #include "attnkit/attention/linear/linear.hpp"
+#include "attnkit/attention/linear/varlen.hpp"
 #include "support/cpu_archs.hpp"
+#include "support/expect_error.hpp"
 #include "support/linear_inputs.hpp"
 #include "support/linear_oracle.hpp"
 #include "support/seeded.hpp"
@@ -146,6 +148,54 @@ TEST_P(LinearCpu, ResultsDoNotDependOnTheThreadCount) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, LinearCpu, ::testing::ValuesIn(test::compiled_cpu_archs()),
                          [](const auto& info) { return std::string(test::cpu_arch_name(info.param)); });
+
+}  // namespace
+}  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+TEST(LinearVarlen, PackedSequencesEqualPerSequenceCalls) {
+  test::seeded_rng s;
+  const std::vector<std::int64_t> cu{0, 1, 1, 70, 71, 200};  // a decode step, an empty slot, prefills
+  const std::int64_t total = cu.back(), n = static_cast<std::int64_t>(cu.size()) - 1, K = 20, V = 36;
+  const test::linear_inputs in(1, 3, total, K, V, s.rng, true);
+  for (const bool normalize : {false, true}) {
+    linear_params p;
+    p.normalize = normalize;
+    p.chunk = 32;
+    tensor<float, 4> packed({1, 3, total, V}), looped({1, 3, total, V});
+    tensor<float, 4> s1 = test::random_state(n, 3, K, V, s.rng), s2({n, 3, K, V});
+    std::copy(s1.data(), s1.data() + s1.size(), s2.data());
+    tensor<float, 3> z1({n, 3, K}), z2({n, 3, K});
+    std::fill(z1.data(), z1.data() + z1.size(), 2.0f);
+    std::fill(z2.data(), z2.data() + z2.size(), 2.0f);
+    const linear_state st1{s1.view(), normalize ? z1.view() : tensor_view<float, 3>{}};
+    linear_attention_varlen(in.q.cview(), in.k.cview(), in.v.cview(), packed.view(),
+                            tensor_view<const std::int64_t, 1>(cu.data(), {n + 1}), in.decay(grain::channel), st1, p,
+                            cpu<xsimd::default_arch>{});
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (cu[i] == cu[i + 1]) continue;
+      linear_decay d = in.decay(grain::channel);
+      d.per_channel = d.per_channel.slice(2, cu[i], cu[i + 1]);
+      const auto rows = [&](const tensor<float, 4>& x) { return x.cview().slice(2, cu[i], cu[i + 1]); };
+      linear_attention(rows(in.q), rows(in.k), rows(in.v), looped.view().slice(2, cu[i], cu[i + 1]), d,
+                       {s2.view().slice(0, i, i + 1), normalize ? z2.view().slice(0, i, i + 1) : tensor_view<float, 3>{}},
+                       p, cpu<xsimd::default_arch>{});
+    }
+    EXPECT_TRUE(std::equal(packed.data(), packed.data() + packed.size(), looped.data()));
+    EXPECT_TRUE(std::equal(s1.data(), s1.data() + s1.size(), s2.data()));
+  }
+  tensor<float, 4> o({1, 3, total, V});
+  const std::vector<std::int64_t> bad{0, 5, 3, total};
+  test::expect_error(
+      [&] {
+        linear_attention_varlen(in.q.cview(), in.k.cview(), in.v.cview(), o.view(),
+                                tensor_view<const std::int64_t, 1>(bad.data(), {4}), {}, {}, {},
+                                cpu<xsimd::default_arch>{});
+      },
+      "attnkit: linear_attention_varlen: cu_seqlens must not decrease, got 5 then 3");
+}
 
 }  // namespace
 }  // namespace attnkit
