@@ -125,21 +125,41 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
     const std::int64_t n = std::min(p.C, sh.t - t0);
     // Rows in fp32, the log decay g of each row (one value, or one per channel),
     // its prefix sums `into` (inclusive) and suffix sums `past` (exclusive).
-    bool reset = false;
+    float lowest = 0.0f;  // the smallest gate: -inf means a reset in this chunk
     for (std::int64_t r = 0; r < n; ++r) {
       simd::widen_row<Arch>(&q(b, h, t0 + r, 0), K, w.q + r * Kp, Kp);
       simd::widen_row<Arch>(&k(b, h, t0 + r, 0), K, w.k + r * Kp, Kp);
       simd::widen_row<Arch>(&v(b, h, t0 + r, 0), V, w.v + r * Vp, Vp);
-      for (std::int64_t x = 0; x < gw; ++x) {
-        const float g = x < K ? decay(b, h, t0 + r, x) : 0.0f;
-        reset |= std::isinf(g);
-        w.g[r * gw + x] = g;
-        w.into[r * gw + x] = (r ? w.into[(r - 1) * gw + x] : 0.0f) + g;
+      float* g = w.g + r * gw;
+      if (channel && decay.per_channel.stride(3) == 1) {
+        simd::widen_row<Arch>(&decay.per_channel(b, h, t0 + r, 0), K, g, Kp);
+      } else {
+        for (std::int64_t x = 0; x < gw; ++x) g[x] = x < K ? decay(b, h, t0 + r, x) : 0.0f;
+      }
+      if (channel) {
+        B low(lowest);
+        for (std::int64_t x = 0; x < Kp; x += L) {
+          const B gx = simd::load<Arch>(g + x);
+          low = xsimd::min(low, gx);
+          simd::store<Arch>(w.into + r * Kp + x, r ? simd::load<Arch>(w.into + (r - 1) * Kp + x) + gx : gx);
+        }
+        lowest = std::min(lowest, -simd::reduce_max<Arch>(-low));
+      } else {
+        lowest = std::min(lowest, g[0]);
+        w.into[r] = (r ? w.into[r - 1] : 0.0f) + g[0];
       }
     }
-    for (std::int64_t r = n - 1; r >= 0; --r)
-      for (std::int64_t x = 0; x < gw; ++x)
-        w.past[r * gw + x] = r == n - 1 ? 0.0f : w.past[(r + 1) * gw + x] + w.g[(r + 1) * gw + x];
+    const bool reset = std::isinf(lowest);
+    for (std::int64_t r = n - 1; r >= 0; --r) {
+      if (channel) {
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(w.past + r * Kp + x, r == n - 1 ? B(0.0f)
+                                                            : simd::load<Arch>(w.past + (r + 1) * Kp + x) +
+                                                                  simd::load<Arch>(w.g + (r + 1) * Kp + x));
+      } else {
+        w.past[r] = r == n - 1 ? 0.0f : w.past[r + 1] + w.g[r + 1];
+      }
+    }
 
     // Queries decayed from the chunk start (qd) and keys decayed to its end (kd).
     for (std::int64_t r = 0; r < n; ++r) {
@@ -194,11 +214,17 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
       // Sub-block-local prefix P (inclusive) and suffix Ssuf (exclusive) of the gates.
       for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
         const std::int64_t i1 = std::min(n, i0 + p.sub);
-        for (std::int64_t r = i0; r < i1; ++r)
-          for (std::int64_t x = 0; x < Kp; ++x) w.P[r * Kp + x] = (r > i0 ? w.P[(r - 1) * Kp + x] : 0.0f) + w.g[r * Kp + x];
-        for (std::int64_t r = i1 - 1; r >= i0; --r)
-          for (std::int64_t x = 0; x < Kp; ++x)
-            w.Ssuf[r * Kp + x] = r == i1 - 1 ? 0.0f : w.Ssuf[(r + 1) * Kp + x] + w.g[(r + 1) * Kp + x];
+        for (std::int64_t x = 0; x < Kp; x += L) {
+          B pre(0.0f), suf(0.0f);
+          for (std::int64_t r = i0; r < i1; ++r) {
+            pre = pre + simd::load<Arch>(w.g + r * Kp + x);
+            simd::store<Arch>(w.P + r * Kp + x, pre);
+          }
+          for (std::int64_t r = i1 - 1; r >= i0; --r) {
+            simd::store<Arch>(w.Ssuf + r * Kp + x, suf);
+            suf = suf + simd::load<Arch>(w.g + r * Kp + x);
+          }
+        }
       }
       // qp = q ⊙ e^{P} and kh = k ⊙ e^{Ssuf}, both <= their inputs (qd and past are free now).
       float* qp = w.qd;
