@@ -199,3 +199,47 @@ TEST(LinearVarlen, PackedSequencesEqualPerSequenceCalls) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+TEST(LinearCpuInputs, HalfPrecisionInputsAndOutputs) {
+  test::seeded_rng s;
+  const linear_inputs in(1, 2, 150, 64, 48, s.rng);
+  tensor<half, 4> q({1, 2, 150, 64}), k({1, 2, 150, 64});
+  tensor<bfloat16, 4> v({1, 2, 150, 48});
+  for (std::int64_t i = 0; i < q.size(); ++i) {
+    q.data()[i] = from_float<half>(in.q.data()[i]);
+    k.data()[i] = from_float<half>(in.k.data()[i]);
+  }
+  for (std::int64_t i = 0; i < v.size(); ++i) v.data()[i] = from_float<bfloat16>(in.v.data()[i]);
+  const linear_decay d = in.decay(grain::channel);
+  const auto oracle = test::linear_oracle(q.cview(), k.cview(), v.cview(), d, 1.0 / 8.0, false, 0.0);
+  tensor<float, 4> o({1, 2, 150, 48});
+  tensor<bfloat16, 4> o16({1, 2, 150, 48});
+  linear_attention(q.cview(), k.cview(), v.cview(), o.view(), d, {}, {}, cpu<xsimd::default_arch>{});
+  EXPECT_LT(test::relative_l2(o.data(), oracle.o), tol);  // the oracle reads the same rounded inputs
+  linear_attention(q.cview(), k.cview(), v.cview(), o16.view(), d, {}, {}, cpu<xsimd::default_arch>{});
+  EXPECT_LT(test::relative_l2(o16.data(), oracle.o), 1e-2);
+}
+
+TEST(LinearCpuInputs, FutureTokensLeaveEarlierOutputsAlone) {
+  test::seeded_rng s;
+  linear_inputs in(1, 2, 130, 32, 32, s.rng);
+  tensor<float, 4> before({1, 2, 130, 32}), after({1, 2, 130, 32});
+  const linear_decay d = in.decay(grain::channel);
+  linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), before.view(), d, {}, {}, cpu<xsimd::default_arch>{});
+  for (std::int64_t x = 0; x < 32; ++x) {
+    in.k(0, 0, 100, x) += 1.0f;
+    in.v(0, 0, 100, x) -= 1.0f;
+  }
+  linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), after.view(), d, {}, {}, cpu<xsimd::default_arch>{});
+  for (std::int64_t t = 0; t < 130; ++t) {
+    bool same = true;
+    for (std::int64_t y = 0; y < 32; ++y) same &= before(0, 0, t, y) == after(0, 0, t, y);
+    EXPECT_EQ(same, t < 100) << "token " << t;
+  }
+}
+
+}  // namespace
+}  // namespace attnkit
