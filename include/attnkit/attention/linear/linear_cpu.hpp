@@ -10,11 +10,13 @@
 //   S  = e^{γ} ⊙ S + (k ⊙ e^{past})ᵀ · v    the state carried out           (Kp, n)(n, Vp)
 // into, past and γ are prefix, suffix and whole-chunk sums of the log decay, so
 // their exponents are <= 0. With a scalar decay, Γ scales A after one GEMM.
-// With a per-channel decay (GLA), Γ differs per channel, so A is built from
-// sub-blocks of 16 rows (secondary chunking): for sub-blocks i > j the decay
-// splits into three segments, A_ij = (q_i ⊙ e^{P}) diag(e^{G}) (k_j ⊙ e^{S})ᵀ
-// with P, G, S all <= 0, a GEMM; within a sub-block each pair takes its own
-// per-channel exponent of a 16-row local sum. A chunk holding a reset gate
+// With a per-channel decay (GLA), Γ differs per channel. While the chunk's
+// decay stays above e^-40 it factors, A = (q ⊙ e^{into}) (k ⊙ e^{-into})ᵀ, one
+// GEMM. Stronger decay builds A from sub-blocks of 16 rows (secondary
+// chunking): for sub-blocks i > j the decay splits into three segments,
+// A_ij = (q_i ⊙ e^{P}) diag(e^{G}) (k_j ⊙ e^{S})ᵀ with P, G, S all <= 0, a GEMM;
+// within a sub-block each pair takes its own per-channel exponent of a 16-row
+// local sum (or the same factoring, when the sub-block's decay allows it). A chunk holding a reset gate
 // (-inf) computes Γ as explicit segment sums, which stay exact across it.
 //
 // Decode (one token) updates the caller's state in place, row by row: each row
@@ -150,6 +152,11 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
       }
     }
     const bool reset = std::isinf(lowest);
+    const auto chunk_bounded = [&](std::int64_t rows) {  // every channel's decay over the chunk >= e^-40
+      bool ok = true;
+      for (std::int64_t x = 0; x < Kp; ++x) ok &= w.into[(rows - 1) * Kp + x] >= -40.0f;
+      return ok;
+    };
     for (std::int64_t r = n - 1; r >= 0; --r) {
       if (channel) {
         for (std::int64_t x = 0; x < Kp; x += L)
@@ -198,6 +205,16 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
           }
           w.a[r * Cp + s] = acc;
         }
+    } else if (channel && chunk_bounded(n)) {
+      // The chunk's decay stays above e^-40: factor Γ as e^{into_r} e^{-into_s},
+      // A = qd (k ⊙ e^{-into})ᵀ, one GEMM with no exponent above 40.
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(w.kh + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) *
+                                                   simd::exp<Arch>(-simd::load<Arch>(w.into + r * Kp + x)));
+      transpose(w.kh, Kp, n, Kp, w.kt, Cp);
+      simd::gemm_tile<Arch, false>(w.qd, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
+      for (std::int64_t r = 0; r < n; ++r) std::fill(w.a + r * Cp + r + 1, w.a + (r + 1) * Cp, 0.0f);
     } else if (!channel) {
       transpose(w.k, Kp, n, Kp, w.kt, Cp);
       simd::gemm_tile<Arch, false>(w.q, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
