@@ -16,8 +16,9 @@
 // chunking): for sub-blocks i > j the decay splits into three segments,
 // A_ij = (q_i ⊙ e^{P}) diag(e^{G}) (k_j ⊙ e^{S})ᵀ with P, G, S all <= 0, a GEMM;
 // within a sub-block each pair takes its own per-channel exponent of a 16-row
-// local sum (or the same factoring, when the sub-block's decay allows it). A chunk holding a reset gate
-// (-inf) computes Γ as explicit segment sums, which stay exact across it.
+// local sum (or the same factoring, when the sub-block's decay allows it). A
+// chunk holding a reset gate (-inf) computes Γ as explicit segment sums, which
+// stay exact across it.
 //
 // Decode (one token) updates the caller's state in place, row by row: each row
 // of S is read once, decayed, given k_x v, written back and folded into the
