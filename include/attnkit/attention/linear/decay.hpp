@@ -42,6 +42,14 @@ inline void check_log_gate(const char* fn, const char* name, float g) {
   ATTNKIT_CHECK(g <= 0.0f, fn, ": ", name, " entries must be log decays <= 0 (or -inf), got ", g);
 }
 
+/// check_log_gate over n gates `stride` apart: one vectorizable pass, then a
+/// second only to name the first bad gate.
+inline void check_log_gates(const char* fn, const char* name, const float* g, std::int64_t n, std::int64_t stride) {
+  bool ok = true;
+  for (std::int64_t i = 0; i < n; ++i) ok &= g[i * stride] <= 0.0f;
+  for (std::int64_t i = 0; !ok && i < n; ++i) check_log_gate(fn, name, g[i * stride]);
+}
+
 /// Checks decay against (b, h, t, K): at most one grain given, its shape, and g <= 0.
 inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, std::int64_t h, std::int64_t t,
                         std::int64_t K) {
@@ -50,7 +58,7 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
   if (is_given(d.per_head)) {
     check_view(fn, "decay.per_head", d.per_head, false);
     check_extent(fn, "decay.per_head", d.per_head, 0, "h", h, "q.extent(1)");
-    for (std::int64_t i = 0; i < h; ++i) check_log_gate(fn, "decay.per_head", d.per_head(i));
+    check_log_gates(fn, "decay.per_head", d.per_head.data_handle(), h, d.per_head.stride(0));
   }
   if (is_given(d.per_token)) {
     check_view(fn, "decay.per_token", d.per_token, false);
@@ -59,7 +67,7 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
     check_extent(fn, "decay.per_token", d.per_token, 2, "t", t, "q.extent(2)");
     for (std::int64_t i = 0; i < b; ++i)
       for (std::int64_t j = 0; j < h; ++j)
-        for (std::int64_t r = 0; r < t; ++r) check_log_gate(fn, "decay.per_token", d.per_token(i, j, r));
+        check_log_gates(fn, "decay.per_token", &d.per_token(i, j, 0), t, d.per_token.stride(2));
   }
   if (is_given(d.per_channel)) {
     check_view(fn, "decay.per_channel", d.per_channel, false);
@@ -70,7 +78,7 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
     for (std::int64_t i = 0; i < b; ++i)
       for (std::int64_t j = 0; j < h; ++j)
         for (std::int64_t r = 0; r < t; ++r)
-          for (std::int64_t x = 0; x < K; ++x) check_log_gate(fn, "decay.per_channel", d.per_channel(i, j, r, x));
+          check_log_gates(fn, "decay.per_channel", &d.per_channel(i, j, r, 0), K, d.per_channel.stride(3));
   }
 }
 
