@@ -108,8 +108,8 @@ inline row run_linear_decode(const environment& env) {
                      {st.view(), {}}, {}, backend);
   };
   row r;
-  r.kernel = "linear.gla.decode";
-  r.shape = "b1 h8 context" + std::to_string(context) + " K128 V128";
+  r.kernel = "linear.decode";
+  r.shape = "gla b1 h8 context" + std::to_string(context) + " K128 V128";
   r.dtype = "f32 state f32";
   r.threads = backend.exec.concurrency();
   r.bounded_by = bound::memory;
