@@ -84,6 +84,27 @@ struct linear_slot {
   }
 };
 
+/// One checked call: its arguments and the per-(b, h) kernels that read them.
+template <class TQ, class TK, class TV, class TO>
+struct linear_call {
+  tensor_view<TQ, 4> q;  // (b, h, t, K)
+  tensor_view<TK, 4> k;  // (b, h, t, K)
+  tensor_view<TV, 4> v;  // (b, h, t, V)
+  tensor_view<TO, 4> o;  // (b, h, t, V)
+  const linear_decay& decay;
+  const linear_state& state;
+  linear_shape sh;
+  bool normalize;
+  float eps;
+
+  /// The chunkwise form for (b, h): its chunks in order, the state kept in scratch.
+  template <class Arch>
+  void chunkwise(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, linear_slot<Arch>& w) const;
+  /// One decode step for (b, h), fused over the state's rows (see the top).
+  template <class Arch>
+  void decode(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, linear_slot<Arch>& w) const;
+};
+
 /// out[0, n) = e^{x[0, n)} (n a multiple of lanes), times f[0, n) when given.
 template <class Arch>
 void exp_row(const float* x, float* out, std::int64_t n, const float* f = nullptr) {
@@ -105,12 +126,10 @@ inline void transpose(const float* src, std::int64_t lds, std::int64_t rows, std
         for (std::int64_t r = r0; r < std::min(rows, r0 + tile); ++r) dst[c * ldd + r] = src[r * lds + c];
 }
 
-/// The chunkwise kernel for one (b, h): its chunks in order, the state kept in scratch.
-template <class Arch, class TQ, class TK, class TV, class TO>
-void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
-                           const tensor_view<TO, 4>& o, const linear_decay& decay, const linear_state& state,
-                           const linear_shape& sh, bool normalize, float eps, std::int64_t b, std::int64_t h,
-                           const linear_plan<Arch>& p, linear_slot<Arch>& w) {
+template <class TQ, class TK, class TV, class TO>
+template <class Arch>
+void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p,
+                                            linear_slot<Arch>& w) const {
   using B = simd::fbatch<Arch>;
   constexpr std::int64_t L = simd::lanes<Arch>;
   const std::int64_t K = sh.K, V = sh.V, Kp = p.Kp, Vp = p.Vp, Cp = p.Cp;
@@ -335,13 +354,11 @@ void linear_head_chunkwise(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>
     }
 }
 
-/// One decode step for one (b, h), fused over the state's rows (see the top).
-/// s0 is a zeroed (K, Vp) scratch state used when the caller keeps none.
-template <class Arch, class TQ, class TK, class TV, class TO>
-void linear_head_decode(const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k, const tensor_view<TV, 4>& v,
-                        const tensor_view<TO, 4>& o, const linear_decay& decay, const linear_state& state,
-                        const linear_shape& sh, bool normalize, float eps, std::int64_t b, std::int64_t h,
-                        const linear_plan<Arch>& p, linear_slot<Arch>& w) {
+/// Without a caller state, the slot's zeroed S stands in.
+template <class TQ, class TK, class TV, class TO>
+template <class Arch>
+void linear_call<TQ, TK, TV, TO>::decode(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p,
+                                         linear_slot<Arch>& w) const {
   using B = simd::fbatch<Arch>;
   constexpr std::int64_t L = simd::lanes<Arch>;
   const std::int64_t K = sh.K, V = sh.V, Vfull = V / L * L;
@@ -400,6 +417,7 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
   if (sh.b * sh.h * sh.t == 0 || sh.V == 0) return;
   const detail::linear_plan<Arch> plan(params.chunk, sh.K, sh.V);
   const std::size_t per_slot = plan.slot_floats();
+  const detail::linear_call<TQ, TK, TV, TO> call{q, k, v, o, decay, state, sh, params.normalize, params.eps};
   const int slots = std::max(backend.exec.concurrency(), 1);
   detail::scratch_arena arena("linear_attention", backend.scratch,
                               linear_attention_workspace_size(sh.K, sh.V, params, backend));
@@ -409,9 +427,9 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
     detail::linear_slot<Arch> w(base + static_cast<std::size_t>(slot) * per_slot, plan);
     const std::int64_t b = item / sh.h, h = item % sh.h;
     if (sh.t == 1)
-      detail::linear_head_decode<Arch>(q, k, v, o, decay, state, sh, params.normalize, params.eps, b, h, plan, w);
+      call.decode(b, h, plan, w);
     else
-      detail::linear_head_chunkwise<Arch>(q, k, v, o, decay, state, sh, params.normalize, params.eps, b, h, plan, w);
+      call.chunkwise(b, h, plan, w);
   });
 }
 
