@@ -70,6 +70,19 @@ void write_linear_row(const tensor_view<TO, 4>& o, std::int64_t b, std::int64_t 
   for (std::int64_t y = 0; y < sh.V; ++y) o(b, h, t, y) = from_float<TO>(sh.scale * num[y] / div);
 }
 
+/// body(b, h, st) for every head, with st holding that head's state: loaded from
+/// `state` (or zero) before, stored back after.
+template <class Body>
+void for_each_head(const linear_shape& sh, const linear_state& state, Body&& body) {
+  head_state st(sh);
+  for (std::int64_t b = 0; b < sh.b; ++b)
+    for (std::int64_t h = 0; h < sh.h; ++h) {
+      st.load(state, b, h);
+      body(b, h, st);
+      st.store(state, b, h);
+    }
+}
+
 }  // namespace detail
 
 /// The recurrent form: one token at a time (decode, or any t).
@@ -81,28 +94,24 @@ void linear_attention_recurrent(tensor_view<TQ, 4> q,  // (b, h, t, K)
                                 const linear_decay& decay, const linear_state& state, const linear_params& params,
                                 reference) {
   const linear_shape sh = detail::check_linear_call("linear_attention", q, k, v, o, decay, state, params);
-  detail::head_state st(sh);
   std::vector<float> num(static_cast<std::size_t>(sh.V));
-  for (std::int64_t b = 0; b < sh.b; ++b)
-    for (std::int64_t h = 0; h < sh.h; ++h) {
-      st.load(state, b, h);
-      for (std::int64_t t = 0; t < sh.t; ++t) {
-        std::fill(num.begin(), num.end(), 0.0f);
-        float den = 0.0f;
-        for (std::int64_t x = 0; x < sh.K; ++x) {
-          const float a = std::exp(decay(b, h, t, x)), kx = to_float(k(b, h, t, x)), qx = to_float(q(b, h, t, x));
-          float* row = &st.s[x * sh.V];
-          for (std::int64_t y = 0; y < sh.V; ++y) {
-            row[y] = a * row[y] + kx * to_float(v(b, h, t, y));
-            num[y] += qx * row[y];
-          }
-          st.z[x] = a * st.z[x] + kx;
-          den += qx * st.z[x];
+  detail::for_each_head(sh, state, [&](std::int64_t b, std::int64_t h, detail::head_state& st) {
+    for (std::int64_t t = 0; t < sh.t; ++t) {
+      std::fill(num.begin(), num.end(), 0.0f);
+      float den = 0.0f;
+      for (std::int64_t x = 0; x < sh.K; ++x) {
+        const float a = std::exp(decay(b, h, t, x)), kx = to_float(k(b, h, t, x)), qx = to_float(q(b, h, t, x));
+        float* row = &st.s[x * sh.V];
+        for (std::int64_t y = 0; y < sh.V; ++y) {
+          row[y] = a * row[y] + kx * to_float(v(b, h, t, y));
+          num[y] += qx * row[y];
         }
-        detail::write_linear_row(o, b, h, t, num, den, sh, params);
+        st.z[x] = a * st.z[x] + kx;
+        den += qx * st.z[x];
       }
-      st.store(state, b, h);
+      detail::write_linear_row(o, b, h, t, num, den, sh, params);
     }
+  });
 }
 
 /// The parallel (quadratic) form, from a zero state; the definition, for tests.
@@ -144,55 +153,51 @@ void linear_attention_chunkwise(tensor_view<TQ, 4> q,  // (b, h, t, K)
                                 const linear_decay& decay, const linear_state& state, const linear_params& params,
                                 reference) {
   const linear_shape sh = detail::check_linear_call("linear_attention", q, k, v, o, decay, state, params);
-  detail::head_state st(sh);
   const std::int64_t C = params.chunk;
   std::vector<float> num(static_cast<std::size_t>(sh.V)), seg(static_cast<std::size_t>(sh.K));
   std::vector<float> into(static_cast<std::size_t>(C * sh.K));  // (C, K): Σ g from the chunk start to row r
   std::vector<float> past(static_cast<std::size_t>(C * sh.K));  // (C, K): Σ g after row r to the chunk end
-  for (std::int64_t b = 0; b < sh.b; ++b)
-    for (std::int64_t h = 0; h < sh.h; ++h) {
-      st.load(state, b, h);
-      for (std::int64_t t0 = 0; t0 < sh.t; t0 += C) {
-        const std::int64_t n = std::min(C, sh.t - t0);
-        for (std::int64_t x = 0; x < sh.K; ++x) {
-          for (std::int64_t r = 0; r < n; ++r) into[r * sh.K + x] = (r ? into[(r - 1) * sh.K + x] : 0.0f) + decay(b, h, t0 + r, x);
-          for (std::int64_t r = n - 1; r >= 0; --r)
-            past[r * sh.K + x] = r == n - 1 ? 0.0f : past[(r + 1) * sh.K + x] + decay(b, h, t0 + r + 1, x);
+  detail::for_each_head(sh, state, [&](std::int64_t b, std::int64_t h, detail::head_state& st) {
+    for (std::int64_t t0 = 0; t0 < sh.t; t0 += C) {
+      const std::int64_t n = std::min(C, sh.t - t0);
+      for (std::int64_t x = 0; x < sh.K; ++x) {
+        for (std::int64_t r = 0; r < n; ++r) into[r * sh.K + x] = (r ? into[(r - 1) * sh.K + x] : 0.0f) + decay(b, h, t0 + r, x);
+        for (std::int64_t r = n - 1; r >= 0; --r)
+          past[r * sh.K + x] = r == n - 1 ? 0.0f : past[(r + 1) * sh.K + x] + decay(b, h, t0 + r + 1, x);
+      }
+      for (std::int64_t r = 0; r < n; ++r) {
+        std::fill(num.begin(), num.end(), 0.0f);
+        float den = 0.0f;
+        for (std::int64_t x = 0; x < sh.K; ++x) {  // inter: the state carried in, decayed to row r
+          const float qx = to_float(q(b, h, t0 + r, x)) * std::exp(into[r * sh.K + x]);
+          for (std::int64_t y = 0; y < sh.V; ++y) num[y] += qx * st.s[x * sh.V + y];
+          den += qx * st.z[x];
         }
-        for (std::int64_t r = 0; r < n; ++r) {
-          std::fill(num.begin(), num.end(), 0.0f);
-          float den = 0.0f;
-          for (std::int64_t x = 0; x < sh.K; ++x) {  // inter: the state carried in, decayed to row r
-            const float qx = to_float(q(b, h, t0 + r, x)) * std::exp(into[r * sh.K + x]);
-            for (std::int64_t y = 0; y < sh.V; ++y) num[y] += qx * st.s[x * sh.V + y];
-            den += qx * st.z[x];
-          }
-          std::fill(seg.begin(), seg.end(), 0.0f);
-          for (std::int64_t s = r; s >= 0; --s) {  // intra: rows s <= r of this chunk
-            if (s < r)
-              for (std::int64_t x = 0; x < sh.K; ++x) seg[x] += decay(b, h, t0 + s + 1, x);
-            float a = 0.0f;
-            for (std::int64_t x = 0; x < sh.K; ++x)
-              a += to_float(q(b, h, t0 + r, x)) * to_float(k(b, h, t0 + s, x)) * std::exp(seg[x]);
-            for (std::int64_t y = 0; y < sh.V; ++y) num[y] += a * to_float(v(b, h, t0 + s, y));
-            den += a;
-          }
-          detail::write_linear_row(o, b, h, t0 + r, num, den, sh, params);
+        std::fill(seg.begin(), seg.end(), 0.0f);
+        for (std::int64_t s = r; s >= 0; --s) {  // intra: rows s <= r of this chunk
+          if (s < r)
+            for (std::int64_t x = 0; x < sh.K; ++x) seg[x] += decay(b, h, t0 + s + 1, x);
+          float a = 0.0f;
+          for (std::int64_t x = 0; x < sh.K; ++x)
+            a += to_float(q(b, h, t0 + r, x)) * to_float(k(b, h, t0 + s, x)) * std::exp(seg[x]);
+          for (std::int64_t y = 0; y < sh.V; ++y) num[y] += a * to_float(v(b, h, t0 + s, y));
+          den += a;
         }
-        for (std::int64_t x = 0; x < sh.K; ++x) {  // carry the state past the chunk
-          const float keep = std::exp(into[(n - 1) * sh.K + x]);
-          float* row = &st.s[x * sh.V];
-          for (std::int64_t y = 0; y < sh.V; ++y) row[y] *= keep;
-          st.z[x] *= keep;
-          for (std::int64_t s = 0; s < n; ++s) {
-            const float kx = to_float(k(b, h, t0 + s, x)) * std::exp(past[s * sh.K + x]);
-            for (std::int64_t y = 0; y < sh.V; ++y) row[y] += kx * to_float(v(b, h, t0 + s, y));
-            st.z[x] += kx;
-          }
+        detail::write_linear_row(o, b, h, t0 + r, num, den, sh, params);
+      }
+      for (std::int64_t x = 0; x < sh.K; ++x) {  // carry the state past the chunk
+        const float keep = std::exp(into[(n - 1) * sh.K + x]);
+        float* row = &st.s[x * sh.V];
+        for (std::int64_t y = 0; y < sh.V; ++y) row[y] *= keep;
+        st.z[x] *= keep;
+        for (std::int64_t s = 0; s < n; ++s) {
+          const float kx = to_float(k(b, h, t0 + s, x)) * std::exp(past[s * sh.K + x]);
+          for (std::int64_t y = 0; y < sh.V; ++y) row[y] += kx * to_float(v(b, h, t0 + s, y));
+          st.z[x] += kx;
         }
       }
-      st.store(state, b, h);
     }
+  });
 }
 
 /// Linear attention with the reference backend: chunkwise for a prefill, recurrent for one token.
