@@ -9,11 +9,13 @@
 // nothing overflows; g = -inf is allowed and clears the state (a sequence boundary).
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/core/error.hpp"
+#include "attnkit/core/parallel.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
 namespace attnkit {
@@ -42,17 +44,31 @@ inline void check_log_gate(const char* fn, const char* name, float g) {
   ATTNKIT_CHECK(g <= 0.0f, fn, ": ", name, " entries must be log decays <= 0 (or -inf), got ", g);
 }
 
-/// check_log_gate over n gates `stride` apart: one vectorizable pass, then a
-/// second only to name the first bad gate.
+/// Whether n gates `stride` apart are all <= 0 (or -inf). Contiguous gates fold
+/// into 16 int lanes (a fixed-width loop, so it vectorizes even at -O2).
+inline bool log_gates_ok(const float* g, std::int64_t n, std::int64_t stride) {
+  int lane_bad[16] = {};
+  std::int64_t i = 0;
+  if (stride == 1)
+    for (; i + 16 <= n; i += 16)
+      for (int j = 0; j < 16; ++j) lane_bad[j] |= !(g[i + j] <= 0.0f);
+  int bad = 0;
+  for (; i < n; ++i) bad |= !(g[i * stride] <= 0.0f);
+  for (int j = 0; j < 16; ++j) bad |= lane_bad[j];
+  return bad == 0;
+}
+
+/// check_log_gate over n gates `stride` apart: one fast pass, then a second only
+/// to name the first bad gate.
 inline void check_log_gates(const char* fn, const char* name, const float* g, std::int64_t n, std::int64_t stride) {
-  bool ok = true;
-  for (std::int64_t i = 0; i < n; ++i) ok &= g[i * stride] <= 0.0f;
-  for (std::int64_t i = 0; !ok && i < n; ++i) check_log_gate(fn, name, g[i * stride]);
+  if (log_gates_ok(g, n, stride)) return;
+  for (std::int64_t i = 0; i < n; ++i) check_log_gate(fn, name, g[i * stride]);
 }
 
 /// Checks decay against (b, h, t, K): at most one grain given, its shape, and g <= 0.
+/// Per-channel gates are as large as q, so their pass runs over (b, h) on exec.
 inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, std::int64_t h, std::int64_t t,
-                        std::int64_t K) {
+                        std::int64_t K, const executor& exec = executor::serial()) {
   const int given = is_given(d.per_head) + is_given(d.per_token) + is_given(d.per_channel);
   ATTNKIT_CHECK(given <= 1, fn, ": give at most one of decay.per_head, decay.per_token, decay.per_channel");
   if (is_given(d.per_head)) {
@@ -70,15 +86,26 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
         check_log_gates(fn, "decay.per_token", &d.per_token(i, j, 0), t, d.per_token.stride(2));
   }
   if (is_given(d.per_channel)) {
-    check_view(fn, "decay.per_channel", d.per_channel, false);
-    check_extent(fn, "decay.per_channel", d.per_channel, 0, "b", b, "q.extent(0)");
-    check_extent(fn, "decay.per_channel", d.per_channel, 1, "h", h, "q.extent(1)");
-    check_extent(fn, "decay.per_channel", d.per_channel, 2, "t", t, "q.extent(2)");
-    check_extent(fn, "decay.per_channel", d.per_channel, 3, "K", K, "q.extent(3)");
-    for (std::int64_t i = 0; i < b; ++i)
+    const tensor_view<const float, 4>& g = d.per_channel;  // (b, h, t, K)
+    check_view(fn, "decay.per_channel", g, false);
+    check_extent(fn, "decay.per_channel", g, 0, "b", b, "q.extent(0)");
+    check_extent(fn, "decay.per_channel", g, 1, "h", h, "q.extent(1)");
+    check_extent(fn, "decay.per_channel", g, 2, "t", t, "q.extent(2)");
+    check_extent(fn, "decay.per_channel", g, 3, "K", K, "q.extent(3)");
+    const bool packed = g.stride(3) == 1 && g.stride(2) == K;  // a head's (t, K) gates are one run
+    const auto head_ok = [&](std::int64_t i, std::int64_t j) {
+      if (packed) return log_gates_ok(&g(i, j, 0, 0), t * K, 1);
+      bool ok = true;
+      for (std::int64_t r = 0; ok && r < t; ++r) ok = log_gates_ok(&g(i, j, r, 0), K, g.stride(3));
+      return ok;
+    };
+    std::atomic<bool> all_ok{true};
+    parallel_for(exec, b * h, [&](std::int64_t item) {
+      if (!head_ok(item / h, item % h)) all_ok.store(false, std::memory_order_relaxed);
+    });
+    for (std::int64_t i = 0; !all_ok && i < b; ++i)  // name the first bad gate
       for (std::int64_t j = 0; j < h; ++j)
-        for (std::int64_t r = 0; r < t; ++r)
-          check_log_gates(fn, "decay.per_channel", &d.per_channel(i, j, r, 0), K, d.per_channel.stride(3));
+        for (std::int64_t r = 0; r < t; ++r) check_log_gates(fn, "decay.per_channel", &g(i, j, r, 0), K, g.stride(3));
   }
 }
 

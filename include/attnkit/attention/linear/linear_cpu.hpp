@@ -59,17 +59,17 @@ struct linear_plan {
   static std::int64_t round(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
   /// Floats of one slot: q, qd, k, kd, kh, g, into, past, P, Ssuf (C, Kp); kt (Kp, Cp);
-  /// v, o (C, Vp); A (C, Cp); S (Kp, Vp); z, G (Kp); den (C). A multiple of 16, so
-  /// every slot starts 64-byte aligned.
+  /// v, o (C, Vp); A (C, Cp); S (Kp, Vp); z, G, keep (Kp); den (C). A multiple of 16,
+  /// so every slot starts 64-byte aligned.
   std::size_t slot_floats() const {
-    const std::int64_t n = 10 * C * Kp + Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 2 * Kp + C + 18 * 16;
-    return static_cast<std::size_t>(round(n, 16));  // 18 * 16: each array rounded up to 16 floats
+    const std::int64_t n = 10 * C * Kp + Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp + C + 19 * 16;
+    return static_cast<std::size_t>(round(n, 16));  // 19 * 16: each array rounded up to 16 floats
   }
 };
 
 template <class Arch>
 struct linear_slot {
-  float *q, *qd, *k, *kd, *kh, *g, *into, *past, *P, *Ssuf, *kt, *v, *o, *a, *s, *z, *G, *den;
+  float *q, *qd, *k, *kd, *kh, *g, *into, *past, *P, *Ssuf, *kt, *v, *o, *a, *s, *z, *G, *keep, *den;
 
   linear_slot(float* base, const linear_plan<Arch>& p) {
     float* at = base;
@@ -80,7 +80,7 @@ struct linear_slot {
     };
     for (float** x : {&q, &qd, &k, &kd, &kh, &g, &into, &past, &P, &Ssuf}) *x = take(p.C * p.Kp);
     kt = take(p.Kp * p.Cp), v = take(p.C * p.Vp), o = take(p.C * p.Vp), a = take(p.C * p.Cp);
-    s = take(p.Kp * p.Vp), z = take(p.Kp), G = take(p.Kp), den = take(p.C);
+    s = take(p.Kp * p.Vp), z = take(p.Kp), G = take(p.Kp), keep = take(p.Kp), den = take(p.C);
   }
 };
 
@@ -158,12 +158,15 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
       } else {
         for (std::int64_t x = 0; x < gw; ++x) g[x] = x < K ? decay(b, h, t0 + r, x) : 0.0f;
       }
-      if (channel) {
+      if (channel) {  // prefix sums, and with them qd = q ⊙ e^{into} and kh = k ⊙ e^{-into}
         B low(lowest);
         for (std::int64_t x = 0; x < Kp; x += L) {
           const B gx = simd::load<Arch>(g + x);
+          const B ix = r ? simd::load<Arch>(w.into + (r - 1) * Kp + x) + gx : gx;
           low = xsimd::min(low, gx);
-          simd::store<Arch>(w.into + r * Kp + x, r ? simd::load<Arch>(w.into + (r - 1) * Kp + x) + gx : gx);
+          simd::store<Arch>(w.into + r * Kp + x, ix);
+          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.q + r * Kp + x) * simd::exp<Arch>(ix));
+          simd::store<Arch>(w.kh + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) * simd::exp<Arch>(-ix));
         }
         lowest = std::min(lowest, -simd::reduce_max<Arch>(-low));
       } else {
@@ -172,32 +175,35 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
       }
     }
     const bool reset = std::isinf(lowest);
-    const auto chunk_bounded = [&](std::int64_t rows) {  // every channel's decay over the chunk >= e^-40
-      bool ok = true;
-      for (std::int64_t x = 0; x < Kp; ++x) ok &= w.into[(rows - 1) * Kp + x] >= -40.0f;
-      return ok;
-    };
-    for (std::int64_t r = n - 1; r >= 0; --r) {
-      if (channel) {
-        for (std::int64_t x = 0; x < Kp; x += L)
-          simd::store<Arch>(w.past + r * Kp + x, r == n - 1 ? B(0.0f)
-                                                            : simd::load<Arch>(w.past + (r + 1) * Kp + x) +
-                                                                  simd::load<Arch>(w.g + (r + 1) * Kp + x));
-      } else {
-        w.past[r] = r == n - 1 ? 0.0f : w.past[r + 1] + w.g[r + 1];
-      }
-    }
+    // Whether every channel's decay over the chunk stays >= e^-40, so kh <= e^40 |k| is finite.
+    bool bounded = channel && !reset;
+    for (std::int64_t x = 0; bounded && x < Kp; ++x) bounded = w.into[(n - 1) * Kp + x] >= -40.0f;
+    // keep = e^{γ}, the decay of the whole chunk.
+    if (channel)
+      exp_row<Arch>(w.into + (n - 1) * Kp, w.keep, Kp);
+    else
+      w.keep[0] = std::exp(w.into[n - 1]);
 
-    // Queries decayed from the chunk start (qd) and keys decayed to its end (kd).
-    for (std::int64_t r = 0; r < n; ++r) {
-      if (channel) {
-        exp_row<Arch>(w.into + r * gw, w.qd + r * Kp, Kp, w.q + r * Kp);
-        exp_row<Arch>(w.past + r * gw, w.kd + r * Kp, Kp, w.k + r * Kp);
-      } else {
-        const B eq(std::exp(w.into[r])), ek(std::exp(w.past[r]));
-        for (std::int64_t x = 0; x < Kp; x += L) {
-          simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.q + r * Kp + x) * eq);
-          simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) * ek);
+    // Keys decayed to the chunk's end (kd) and, for a scalar decay, queries from its start (qd).
+    if (bounded) {
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.kh + r * Kp + x) * simd::load<Arch>(w.keep + x));
+    } else {
+      for (std::int64_t r = n - 1; r >= 0; --r) {
+        if (channel) {
+          for (std::int64_t x = 0; x < Kp; x += L)
+            simd::store<Arch>(w.past + r * Kp + x, r == n - 1 ? B(0.0f)
+                                                              : simd::load<Arch>(w.past + (r + 1) * Kp + x) +
+                                                                    simd::load<Arch>(w.g + (r + 1) * Kp + x));
+          exp_row<Arch>(w.past + r * Kp, w.kd + r * Kp, Kp, w.k + r * Kp);
+        } else {
+          w.past[r] = r == n - 1 ? 0.0f : w.past[r + 1] + w.g[r + 1];
+          const B eq(std::exp(w.into[r])), ek(std::exp(w.past[r]));
+          for (std::int64_t x = 0; x < Kp; x += L) {
+            simd::store<Arch>(w.qd + r * Kp + x, simd::load<Arch>(w.q + r * Kp + x) * eq);
+            simd::store<Arch>(w.kd + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) * ek);
+          }
         }
       }
     }
@@ -213,8 +219,8 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
       }
 
     // Intra: A = causal(q kᵀ ⊙ Γ), then o += A v.
-    std::fill(w.a, w.a + n * Cp, 0.0f);
     if (reset) {  // explicit segment sums: exact across a -inf gate
+      std::fill(w.a, w.a + n * Cp, 0.0f);
       for (std::int64_t r = 0; r < n; ++r)
         for (std::int64_t s = 0; s <= r; ++s) {
           float acc = 0.0f;
@@ -225,13 +231,8 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
           }
           w.a[r * Cp + s] = acc;
         }
-    } else if (channel && chunk_bounded(n)) {
-      // The chunk's decay stays above e^-40: factor Γ as e^{into_r} e^{-into_s},
-      // A = qd (k ⊙ e^{-into})ᵀ, one GEMM with no exponent above 40.
-      for (std::int64_t r = 0; r < n; ++r)
-        for (std::int64_t x = 0; x < Kp; x += L)
-          simd::store<Arch>(w.kh + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) *
-                                                   simd::exp<Arch>(-simd::load<Arch>(w.into + r * Kp + x)));
+    } else if (bounded) {
+      // Γ factors as e^{into_r} e^{-into_s}: A = qd khᵀ, one GEMM with no exponent above 40.
       transpose(w.kh, Kp, n, Kp, w.kt, Cp);
       simd::gemm_tile<Arch, false>(w.qd, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
       for (std::int64_t r = 0; r < n; ++r) std::fill(w.a + r * Cp + r + 1, w.a + (r + 1) * Cp, 0.0f);
@@ -248,6 +249,7 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
         std::fill(ar + r + 1, ar + Cp, 0.0f);
       }
     } else {
+      std::fill(w.a, w.a + n * Cp, 0.0f);
       // Sub-block-local prefix P (inclusive) and suffix Ssuf (exclusive) of the gates.
       for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
         const std::int64_t i1 = std::min(n, i0 + p.sub);
@@ -336,7 +338,7 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
 
     // The state carried past the chunk: S = e^{γ} S + kdᵀ v, z = e^{γ} z + Σ kd.
     for (std::int64_t x = 0; x < K; ++x) {
-      const float keep = std::exp(w.into[(n - 1) * gw + (channel ? x : 0)]);
+      const float keep = w.keep[channel ? x : 0];
       for (std::int64_t y = 0; y < Vp; y += L)
         simd::store<Arch>(w.s + x * Vp + y, simd::load<Arch>(w.s + x * Vp + y) * B(keep));
       w.z[x] *= keep;
@@ -413,7 +415,7 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
                       tensor_view<TO, 4> o,  // (b, h, t, V)
                       const linear_decay& decay, const linear_state& state, const linear_params& params,
                       const cpu<Arch>& backend) {
-  const linear_shape sh = detail::check_linear_call("linear_attention", q, k, v, o, decay, state, params);
+  const linear_shape sh = detail::check_linear_call("linear_attention", q, k, v, o, decay, state, params, backend.exec);
   if (sh.b * sh.h * sh.t == 0 || sh.V == 0) return;
   const detail::linear_plan<Arch> plan(params.chunk, sh.K, sh.V);
   const std::size_t per_slot = plan.slot_floats();

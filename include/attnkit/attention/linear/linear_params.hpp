@@ -9,6 +9,7 @@
 #include "attnkit/attention/linear/decay.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/core/error.hpp"
+#include "attnkit/core/parallel.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
 namespace attnkit {
@@ -37,7 +38,8 @@ namespace detail {
 template <class TQ, class TK, class TV, class TO>
 linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
                                const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o, const linear_decay& decay,
-                               const linear_state& state, const linear_params& p) {
+                               const linear_state& state, const linear_params& p,
+                               const executor& exec = executor::serial()) {
   check_view(fn, "q", q, true);
   check_view(fn, "k", k, true);
   check_view(fn, "v", v, true);
@@ -54,7 +56,7 @@ linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, cons
   ATTNKIT_CHECK(!p.scale || std::isfinite(*p.scale), fn, ": params.scale must be finite");
   ATTNKIT_CHECK(p.eps >= 0.0f && std::isfinite(p.eps), fn, ": params.eps must be finite and >= 0, got ", p.eps);
   ATTNKIT_CHECK(p.chunk >= 1, fn, ": params.chunk must be >= 1, got ", p.chunk);
-  check_decay(fn, decay, s.b, s.h, s.t, s.K);
+  check_decay(fn, decay, s.b, s.h, s.t, s.K, exec);
   if (is_given(state.s)) {
     check_view(fn, "state.s", state.s, true);
     const std::int64_t want[] = {s.b, s.h, s.K, s.V};
