@@ -1,18 +1,20 @@
 // The CPU backend's SIMD verbs on every compiled arch: exp against libm in
 // double over the whole range it promises, the transposed horizontal sum, and
-// widening loads of every half and bfloat16 bit pattern.
+// widening loads of every half and bfloat16 bit pattern, and tile transposes.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/exp.hpp"
 #include "attnkit/backend/cpu/tanh.hpp"
+#include "attnkit/backend/cpu/transpose.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "support/cpu_archs.hpp"
 #include "support/random.hpp"
@@ -123,6 +125,27 @@ TEST_P(CpuSimd, TransposeSumPutsRowSumsInOrder) {
       double sum = 0.0;
       for (int c = 0; c < L; ++c) sum += m[r][c];
       EXPECT_NEAR(out[r], sum, 1e-5 * (1.0 + std::abs(sum))) << "row " << r;
+    }
+  });
+}
+
+TEST_P(CpuSimd, TransposeMovesEveryElementAndNothingElse) {
+  with_cpu_arch(GetParam(), [](auto arch) {
+    using A = decltype(arch);
+    seeded_rng seeded;
+    // Full 16 x 16 blocks, partial edges, a single row or column, padded strides.
+    const std::int64_t shapes[][4] = {{16, 16, 16, 16}, {64, 128, 131, 70}, {37, 45, 48, 40}, {1, 33, 33, 1}, {20, 1, 3, 21}};
+    for (const auto& sh : shapes) {
+      const std::int64_t rows = sh[0], cols = sh[1], lds = sh[2], ldd = sh[3];
+      std::vector<float> src(rows * lds), dst(cols * ldd);
+      fill_normal(src.data(), static_cast<std::int64_t>(src.size()), seeded.rng);
+      const float sentinel = 12345.0f;  // not a normal draw: any write past rows shows
+      std::fill(dst.begin(), dst.end(), sentinel);
+      simd::transpose<A>(src.data(), lds, rows, cols, dst.data(), ldd);
+      for (std::int64_t c = 0; c < cols; ++c)
+        for (std::int64_t r = 0; r < ldd; ++r)
+          ASSERT_EQ(dst[c * ldd + r], r < rows ? src[r * lds + c] : sentinel)
+              << rows << " x " << cols << " at (" << c << ", " << r << ")";
     }
   });
 }

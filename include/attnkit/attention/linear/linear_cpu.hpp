@@ -36,6 +36,8 @@
 #include "attnkit/backend/cpu/exp.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/backend/cpu/flush_denormals.hpp"
+#include "attnkit/backend/cpu/prefetch.hpp"
+#include "attnkit/backend/cpu/transpose.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "attnkit/backend/tags.hpp"
 #include "attnkit/core/parallel.hpp"
@@ -115,17 +117,6 @@ void exp_row(const float* x, float* out, std::int64_t n, const float* f = nullpt
   }
 }
 
-/// dst (cols, ldd) = src (rows, cols)ᵀ, src rows lds apart; in 16 x 16 blocks so
-/// both sides stay within a few cache lines.
-inline void transpose(const float* src, std::int64_t lds, std::int64_t rows, std::int64_t cols, float* dst,
-                      std::int64_t ldd) {
-  constexpr std::int64_t tile = 16;
-  for (std::int64_t r0 = 0; r0 < rows; r0 += tile)
-    for (std::int64_t c0 = 0; c0 < cols; c0 += tile)
-      for (std::int64_t c = c0; c < std::min(cols, c0 + tile); ++c)
-        for (std::int64_t r = r0; r < std::min(rows, r0 + tile); ++r) dst[c * ldd + r] = src[r * lds + c];
-}
-
 template <class TQ, class TK, class TV, class TO>
 template <class Arch>
 void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p,
@@ -152,6 +143,12 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
       simd::widen_row<Arch>(&q(b, h, t0 + r, 0), K, w.q + r * Kp, Kp);
       simd::widen_row<Arch>(&k(b, h, t0 + r, 0), K, w.k + r * Kp, Kp);
       simd::widen_row<Arch>(&v(b, h, t0 + r, 0), V, w.v + r * Vp, Vp);
+      if (const std::int64_t ahead = t0 + p.C + r; ahead < sh.t) {  // the same row of the next chunk
+        simd::prefetch_row(&q(b, h, ahead, 0), K);
+        simd::prefetch_row(&k(b, h, ahead, 0), K);
+        simd::prefetch_row(&v(b, h, ahead, 0), V);
+        if (channel) simd::prefetch_row(&decay.per_channel(b, h, ahead, 0), K * decay.per_channel.stride(3));
+      }
       float* g = w.g + r * gw;
       if (channel && decay.per_channel.stride(3) == 1) {
         simd::widen_row<Arch>(&decay.per_channel(b, h, t0 + r, 0), K, g, Kp);
@@ -233,11 +230,11 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
         }
     } else if (bounded) {
       // Γ factors as e^{into_r} e^{-into_s}: A = qd khᵀ, one GEMM with no exponent above 40.
-      transpose(w.kh, Kp, n, Kp, w.kt, Cp);
+      simd::transpose<Arch>(w.kh, Kp, n, Kp, w.kt, Cp);
       simd::gemm_tile<Arch, false>(w.qd, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
       for (std::int64_t r = 0; r < n; ++r) std::fill(w.a + r * Cp + r + 1, w.a + (r + 1) * Cp, 0.0f);
     } else if (!channel) {
-      transpose(w.k, Kp, n, Kp, w.kt, Cp);
+      simd::transpose<Arch>(w.k, Kp, n, Kp, w.kt, Cp);
       simd::gemm_tile<Arch, false>(w.q, Kp, w.kt, Cp, w.a, Cp, n, Cp, Kp);
       for (std::int64_t r = 0; r < n; ++r) {
         float* ar = w.a + r * Cp;
@@ -300,7 +297,7 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
           }
       }
       // Off-diagonal sub-blocks i > j: (qp_i ⊙ e^{G_ji}) khᵀ_j, G_ji = Σ g strictly between them.
-      transpose(w.kh, Kp, n, Kp, w.kt, Cp);
+      simd::transpose<Arch>(w.kh, Kp, n, Kp, w.kt, Cp);
       for (std::int64_t i0 = p.sub; i0 < n; i0 += p.sub) {
         const std::int64_t rows = std::min(n, i0 + p.sub) - i0;
         float* qi = w.kh + i0 * Kp;  // kh is in kt now; its rows hold qp_i ⊙ e^{G}
