@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -72,23 +73,27 @@ TEST(Based, FeatureMapsGiveTheTaylorKernel) {
 template <class Backend>
 void check_against_oracle(const Backend& backend, const char* name) {
   test::seeded_rng s;
-  for (const std::int64_t t : {1, 63, 200})
-    for (const std::int64_t V : {64, 33})
-      for (const taylor_map map : {taylor_map::full, taylor_map::symmetric})
-        for (const based_output out : {based_output::normalized, based_output::numerator}) {
-          SCOPED_TRACE(std::string(name) + " t " + std::to_string(t) + " V " + std::to_string(V) +
-                       (map == taylor_map::full ? " full" : " symmetric") +
-                       (out == based_output::normalized ? " normalized" : " numerator"));
-          const tensor<float, 4> q = normal(1, 2, t, 16, s.rng, 0.5f), k = normal(1, 2, t, 16, s.rng, 0.5f),
-                                 v = normal(1, 2, t, V, s.rng);
-          based_params p;
-          p.map = map;
-          p.output = out;
-          p.chunk = 32;
-          tensor<float, 4> o({1, 2, t, V});
-          based_attention(q.cview(), k.cview(), v.cview(), o.view(), {}, p, backend);
-          EXPECT_LT(test::relative_l2(o.data(), based_oracle(q, k, v, out == based_output::normalized, p.eps)), 1e-5);
-        }
+  const std::int64_t dims_chunks[][2] = {{16, 32}, {7, 1}, {24, 48}};  // (d, chunk): chunks dividing t or not
+  for (const auto& [d, chunk] : dims_chunks)
+    for (const std::int64_t t : {1, 63, 200})
+      for (const std::int64_t V : {64, 33})
+        for (const taylor_map map : {taylor_map::full, taylor_map::symmetric})
+          for (const based_output out : {based_output::normalized, based_output::numerator}) {
+            SCOPED_TRACE(std::string(name) + " d " + std::to_string(d) + " chunk " + std::to_string(chunk) + " t " +
+                         std::to_string(t) + " V " + std::to_string(V) +
+                         (map == taylor_map::full ? " full" : " symmetric") +
+                         (out == based_output::normalized ? " normalized" : " numerator"));
+            const tensor<float, 4> q = normal(1, 2, t, d, s.rng, 0.5f), k = normal(1, 2, t, d, s.rng, 0.5f),
+                                   v = normal(1, 2, t, V, s.rng);
+            based_params p;
+            p.map = map;
+            p.output = out;
+            p.chunk = chunk;
+            tensor<float, 4> o({1, 2, t, V});
+            based_attention(q.cview(), k.cview(), v.cview(), o.view(), {}, p, backend);
+            EXPECT_LT(test::relative_l2(o.data(), based_oracle(q, k, v, out == based_output::normalized, p.eps)),
+                      1e-5);
+          }
 }
 
 TEST(Based, MatchesTheFormulaInFp64) {
@@ -139,6 +144,65 @@ TEST(Based, PrefillThenDecodeStepsEqualsOnePrefill) {
     based_attention(rows(q, i, i + 1), rows(k, i, i + 1), rows(v, i, i + 1), o.view().slice(2, i, i + 1),
                     {st.view(), z.view()}, p, backend);
   EXPECT_LT(test::relative_l2(o.data(), based_oracle(q, k, v, true, p.eps)), 1e-5);
+}
+
+// The cpu backend keeps its state by Taylor order without expanding features in
+// a chunk; the state it hands back must equal the reference's expanded-feature
+// state, and a state started on one backend must continue on the other.
+TEST(Based, CpuStateByOrderEqualsExpandedFeatureState) {
+  test::seeded_rng s;
+  const std::int64_t t = 150, split = 77, d = 16, V = 40;
+  const tensor<float, 4> q = normal(2, 3, t, d, s.rng, 0.5f), k = normal(2, 3, t, d, s.rng, 0.5f),
+                         v = normal(2, 3, t, V, s.rng);
+  for (const taylor_map map : {taylor_map::full, taylor_map::symmetric}) {
+    based_params p;
+    p.map = map;
+    p.chunk = 32;
+    const std::int64_t D = based_state_features(p, d);
+    tensor<float, 4> o_ref({2, 3, t, V}), o_cpu({2, 3, t, V}), s_ref({2, 3, D, V}), s_cpu({2, 3, D, V});
+    tensor<float, 3> z_ref({2, 3, D}), z_cpu({2, 3, D});
+    for (auto* x : {&s_ref, &s_cpu}) std::fill(x->data(), x->data() + x->size(), 0.0f);
+    for (auto* x : {&z_ref, &z_cpu}) std::fill(x->data(), x->data() + x->size(), 0.0f);
+    const auto rows = [](const tensor<float, 4>& x, std::int64_t a, std::int64_t b) { return x.cview().slice(2, a, b); };
+    based_attention(rows(q, 0, split), rows(k, 0, split), rows(v, 0, split), o_ref.view().slice(2, 0, split),
+                    {s_ref.view(), z_ref.view()}, p, reference{});
+    based_attention(rows(q, 0, split), rows(k, 0, split), rows(v, 0, split), o_cpu.view().slice(2, 0, split),
+                    {s_cpu.view(), z_cpu.view()}, p, cpu<xsimd::default_arch>{});
+    EXPECT_LT(test::relative_l2(s_cpu.data(), std::vector<double>(s_ref.data(), s_ref.data() + s_ref.size())), 1e-5);
+    EXPECT_LT(test::relative_l2(z_cpu.data(), std::vector<double>(z_ref.data(), z_ref.data() + z_ref.size())), 1e-5);
+    // Swap: the cpu continues the reference's state and the reference the cpu's.
+    based_attention(rows(q, split, t), rows(k, split, t), rows(v, split, t), o_cpu.view().slice(2, split, t),
+                    {s_ref.view(), z_ref.view()}, p, cpu<xsimd::default_arch>{});
+    based_attention(rows(q, split, t), rows(k, split, t), rows(v, split, t), o_ref.view().slice(2, split, t),
+                    {s_cpu.view(), z_cpu.view()}, p, reference{});
+    const std::vector<double> want = based_oracle(q, k, v, true, p.eps);
+    EXPECT_LT(test::relative_l2(o_cpu.data(), want), 1e-5);
+    EXPECT_LT(test::relative_l2(o_ref.data(), want), 1e-5);
+  }
+}
+
+TEST(Based, CpuHalfInputsAndBadStateShapes) {
+  test::seeded_rng s;
+  const std::int64_t t = 70, d = 16, V = 32;
+  const tensor<float, 4> q = normal(1, 2, t, d, s.rng, 0.5f), k = normal(1, 2, t, d, s.rng, 0.5f),
+                         v = normal(1, 2, t, V, s.rng);
+  tensor<bfloat16, 4> qb({1, 2, t, d}), kb({1, 2, t, d}), vb({1, 2, t, V});
+  for (const auto& [from, to] : {std::pair{&q, &qb}, std::pair{&k, &kb}, std::pair{&v, &vb}})
+    for (std::int64_t i = 0; i < from->size(); ++i) to->data()[i] = from_float<bfloat16>(from->data()[i]);
+  based_params p;
+  tensor<float, 4> o({1, 2, t, V}), o_ref({1, 2, t, V});
+  based_attention(qb.cview(), kb.cview(), vb.cview(), o.view(), {}, p, cpu<xsimd::default_arch>{});
+  based_attention(qb.cview(), kb.cview(), vb.cview(), o_ref.view(), {}, p, reference{});
+  EXPECT_LT(test::relative_l2(o.data(), std::vector<double>(o_ref.data(), o_ref.data() + o_ref.size())), 1e-5);
+
+  tensor<float, 4> wrong({1, 2, d, V});  // K rows instead of D' = 153
+  tensor<float, 3> z({1, 2, based_state_features(p, d)});
+  EXPECT_THROW(based_attention(q.cview(), k.cview(), v.cview(), o.view(), {wrong.view(), z.view()}, p,
+                               cpu<xsimd::default_arch>{}),
+               error);
+  EXPECT_THROW(based_attention(q.cview(), k.cview(), v.cview().slice(2, 0, t - 1), o.view(), {}, p,
+                               cpu<xsimd::default_arch>{}),
+               error);
 }
 
 TEST(Based, WindowRingDecodeEqualsWindowedPrefill) {

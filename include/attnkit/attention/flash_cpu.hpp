@@ -154,10 +154,8 @@ void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_
       (cap * simd::tanh<Arch>(B::load_aligned(s + c) / cap)).store_aligned(s + c);
   }
   if (var.score.alibi_slopes) {
-    alignas(64) float iota[L];
-    for (int c = 0; c < L; ++c) iota[c] = static_cast<float>(c);
     const B slope(var.score.alibi_slopes[h * var.score.alibi_stride]);
-    const B step = B::load_aligned(iota);
+    const B step = simd::lane_index<Arch>();
     const std::int64_t pos = var.mask.position(i);
     for (std::int64_t c = 0; c < n; c += L) {
       const B dist = B(static_cast<float>(j0 + c - pos)) + step;

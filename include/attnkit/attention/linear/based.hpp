@@ -4,9 +4,10 @@
 //   s_ts = q_t·k_s / sqrt(d),
 // paired in other layers with exact sliding-window softmax attention.
 //
-// based_attention expands φ(q) and φ(k) and runs linear_attention on them with
-// scale 1 and the normalizer, or (based_output::numerator) without it, as
-// ThunderKittens' kernel does before an RMSNorm. Its state is s (b, h, D', V)
+// based_attention is linear attention over φ(q), φ(k) with scale 1 and the
+// normalizer, or (based_output::numerator) without it, as ThunderKittens' kernel
+// does before an RMSNorm. The reference expands the features; cpu<Arch> runs the
+// chunkwise form by Taylor order (based_cpu.hpp). Its state is s (b, h, D', V)
 // and z (b, h, D') with D' = taylor_features(map, d): O(1) per decode step.
 //
 // The window layers: a window of size w looks back w/2 tokens (Based maps w to
@@ -20,6 +21,10 @@
 
 #include "attnkit/attention/linear/feature_maps.hpp"
 #include "attnkit/attention/linear/linear.hpp"
+#if ATTNKIT_HAS_XSIMD
+#include "attnkit/attention/linear/based_cpu.hpp"
+#include "attnkit/backend/cpu/flush_denormals.hpp"
+#endif
 #include "attnkit/attention/params.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor.hpp"
@@ -39,25 +44,78 @@ struct based_params {
 /// State extents for based_attention: s (b, h, D', V), z (b, h, D').
 inline std::int64_t based_state_features(const based_params& p, std::int64_t d) { return taylor_features(p.map, d); }
 
-/// BASED's linear attention; q, k (b, h, t, d), v, o (b, h, t, V). The feature
-/// expansion goes to two buffers of (b, h, t, D') floats allocated per call.
-template <class TQ, class TK, class TV, class TO, class Backend>
-void based_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
-                     const linear_state& state, const based_params& p, const Backend& backend) {
-  for (std::size_t r = 0; r < 4; ++r)
-    ATTNKIT_CHECK(k.extent(r) == q.extent(r), "based_attention: k.extent(", r, ") must equal q.extent(", r, ") = ",
-                  q.extent(r), ", got ", k.extent(r));
-  const std::int64_t D = taylor_features(p.map, q.extent(3));
-  tensor<float, 4> fq({q.extent(0), q.extent(1), q.extent(2), D}), fk({k.extent(0), k.extent(1), k.extent(2), D});
-  taylor_feature_map(q, fq.view(), p.map);
-  taylor_feature_map(k, fk.view(), p.map);
+namespace detail {
+
+/// linear_attention's parameters for BASED's layer: scale 1, the normalizer on request.
+inline linear_params based_linear_params(const based_params& p) {
   linear_params lp;
   lp.scale = 1.0f;
   lp.normalize = p.output == based_output::normalized;
   lp.eps = p.eps;
   lp.chunk = p.chunk;
-  linear_attention(fq.cview(), fk.cview(), v, o, linear_decay{}, state, lp, backend);
+  return lp;
 }
+
+/// Checks q, k (b, h, t, d), v, o (b, h, t, V), params, and the state against D' features.
+template <class TQ, class TK, class TV, class TO>
+void check_based_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
+                      const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o, const linear_state& state,
+                      const based_params& p) {
+  const linear_params lp = based_linear_params(p);
+  check_linear_call(fn, q, k, v, o, linear_decay{}, linear_state{}, lp);
+  check_linear_state(fn, state, q.extent(0), q.extent(1), based_state_features(p, q.extent(3)), v.extent(3),
+                     lp.normalize);
+}
+
+}  // namespace detail
+
+/// BASED's linear attention; q, k (b, h, t, d), v, o (b, h, t, V). The reference
+/// expands φ(q) and φ(k) into two (b, h, t, D') buffers allocated per call and
+/// runs linear_attention on them.
+template <class TQ, class TK, class TV, class TO>
+void based_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
+                     const linear_state& state, const based_params& p, reference backend) {
+  detail::check_based_call("based_attention", q, k, v, o, state, p);
+  const std::int64_t D = taylor_features(p.map, q.extent(3));
+  tensor<float, 4> fq({q.extent(0), q.extent(1), q.extent(2), D}), fk({k.extent(0), k.extent(1), k.extent(2), D});
+  taylor_feature_map(q, fq.view(), p.map);
+  taylor_feature_map(k, fk.view(), p.map);
+  linear_attention(fq.cview(), fk.cview(), v, o, linear_decay{}, state, detail::based_linear_params(p), backend);
+}
+
+#if ATTNKIT_HAS_XSIMD
+/// Scratch bytes of based_attention(q, k, v, o, state, params, backend) for head
+/// dim d and value dim V; lend them through backend.scratch to avoid allocating.
+template <class Arch>
+std::size_t based_attention_workspace_size(std::int64_t d, std::int64_t V, const based_params& params,
+                                           const cpu<Arch>& backend) {
+  const detail::based_plan<Arch> plan(std::max<std::int64_t>(params.chunk, 1), d, taylor_features(params.map, d), V);
+  return detail::scratch_arena::bytes_for(
+      {plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1))});
+}
+
+/// BASED's linear attention on cpu<Arch>: chunkwise by Taylor order (based_cpu.hpp),
+/// features expanded per chunk only; same results and state as the reference.
+template <class Arch, class TQ, class TK, class TV, class TO>
+void based_attention(tensor_view<TQ, 4> q,  // (b, h, t, d)
+                     tensor_view<TK, 4> k,  // (b, h, t, d)
+                     tensor_view<TV, 4> v,  // (b, h, t, V)
+                     tensor_view<TO, 4> o,  // (b, h, t, V)
+                     const linear_state& state, const based_params& p, const cpu<Arch>& backend) {
+  detail::check_based_call("based_attention", q, k, v, o, state, p);
+  const std::int64_t b = q.extent(0), h = q.extent(1), d = q.extent(3);
+  if (b * h * q.extent(2) == 0 || v.extent(3) == 0) return;
+  const detail::based_plan<Arch> plan(p.chunk, d, taylor_features(p.map, d), v.extent(3));
+  const detail::based_call<TQ, TK, TV, TO> call{q, k, v, o, state, p.map, p.output == based_output::normalized, p.eps};
+  detail::scratch_arena arena("based_attention", backend.scratch,
+                              based_attention_workspace_size(d, v.extent(3), p, backend));
+  float* base = arena.take(plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1)));
+  parallel_for_slots(backend.exec, b * h, [&](std::int64_t item, std::int64_t slot) {
+    const simd::flush_denormals ftz;
+    call.chunkwise(item / h, item % h, plan, detail::based_slot(base + slot * plan.slot_floats(), plan));
+  });
+}
+#endif
 
 /// flash_attention's mask for a BASED window layer of size window_size.
 inline attention_params based_window_params(std::int64_t window_size) {

@@ -23,6 +23,26 @@ inline std::int64_t taylor_features(taylor_map map, std::int64_t d) {
   return map == taylor_map::full ? 1 + d + d * d : 1 + d + d * (d + 1) / 2;
 }
 
+/// f[0, taylor_features(map, d)) = φ(x) for one row, x(i) giving its i-th value as float.
+template <class Row>
+void taylor_row(Row x, std::int64_t d, taylor_map map, float* f) {
+  const float lin = 1.0f / std::sqrt(std::sqrt(static_cast<float>(d)));  // d^(-1/4)
+  const float sq = 1.0f / std::sqrt(static_cast<float>(d));              // d^(-1/2)
+  const float diag = sq / std::sqrt(2.0f);
+  std::int64_t n = 0;
+  f[n++] = 1.0f;
+  for (std::int64_t i = 0; i < d; ++i) f[n++] = x(i) * lin;
+  for (std::int64_t i = 0; i < d; ++i) {
+    const float xi = x(i);
+    if (map == taylor_map::full) {
+      for (std::int64_t j = 0; j < d; ++j) f[n++] = xi * x(j) * diag;
+    } else {
+      f[n++] = xi * xi * diag;
+      for (std::int64_t j = i + 1; j < d; ++j) f[n++] = xi * x(j) * sq;
+    }
+  }
+}
+
 /// out (b, h, t, taylor_features(map, d)) = φ(x) for every row of x (b, h, t, d).
 template <class T>
 void taylor_feature_map(tensor_view<T, 4> x, tensor_view<float, 4> out, taylor_map map) {
@@ -33,26 +53,10 @@ void taylor_feature_map(tensor_view<T, 4> x, tensor_view<float, 4> out, taylor_m
   ATTNKIT_CHECK(out.extent(3) == D, "taylor_feature_map: out.extent(3) must be ", D, " features for d = ", d,
                 ", got ", out.extent(3));
   ATTNKIT_CHECK(out.stride(3) == 1, "taylor_feature_map: out.stride(3) must be 1, got ", out.stride(3));
-  const float lin = 1.0f / std::sqrt(std::sqrt(static_cast<float>(d)));  // d^(-1/4)
-  const float sq = 1.0f / std::sqrt(static_cast<float>(d));              // d^(-1/2)
-  const float diag = sq / std::sqrt(2.0f);
   for (std::int64_t b = 0; b < x.extent(0); ++b)
     for (std::int64_t h = 0; h < x.extent(1); ++h)
-      for (std::int64_t t = 0; t < x.extent(2); ++t) {
-        float* f = &out(b, h, t, 0);
-        std::int64_t n = 0;
-        f[n++] = 1.0f;
-        for (std::int64_t i = 0; i < d; ++i) f[n++] = to_float(x(b, h, t, i)) * lin;
-        for (std::int64_t i = 0; i < d; ++i) {
-          const float xi = to_float(x(b, h, t, i));
-          if (map == taylor_map::full) {
-            for (std::int64_t j = 0; j < d; ++j) f[n++] = xi * to_float(x(b, h, t, j)) * diag;
-          } else {
-            f[n++] = xi * xi * diag;
-            for (std::int64_t j = i + 1; j < d; ++j) f[n++] = xi * to_float(x(b, h, t, j)) * sq;
-          }
-        }
-      }
+      for (std::int64_t t = 0; t < x.extent(2); ++t)
+        taylor_row([&](std::int64_t i) { return to_float(x(b, h, t, i)); }, d, map, &out(b, h, t, 0));
 }
 
 }  // namespace attnkit

@@ -35,6 +35,25 @@ struct linear_shape {
 
 namespace detail {
 
+/// Checks a state against (b, h, K, V): s (b, h, K, V), and z (b, h, K) exactly when normalizing.
+inline void check_linear_state(const char* fn, const linear_state& state, std::int64_t b, std::int64_t h,
+                               std::int64_t K, std::int64_t V, bool normalize) {
+  if (is_given(state.s)) {
+    check_view(fn, "state.s", state.s, true);
+    const std::int64_t want[] = {b, h, K, V};
+    const char* dims[] = {"b", "h", "K", "V"};
+    for (std::size_t r = 0; r < 4; ++r) check_extent(fn, "state.s", state.s, r, dims[r], want[r], "q and v's");
+    ATTNKIT_CHECK(!normalize || is_given(state.z), fn, ": normalize with a state needs state.z (b, h, K)");
+  }
+  if (is_given(state.z)) {
+    ATTNKIT_CHECK(normalize && is_given(state.s), fn, ": state.z is only used with normalize and state.s");
+    check_view(fn, "state.z", state.z, true);
+    const std::int64_t want[] = {b, h, K};
+    const char* dims[] = {"b", "h", "K"};
+    for (std::size_t r = 0; r < 3; ++r) check_extent(fn, "state.z", state.z, r, dims[r], want[r], "q's");
+  }
+}
+
 template <class TQ, class TK, class TV, class TO>
 linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
                                const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o, const linear_decay& decay,
@@ -57,20 +76,7 @@ linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, cons
   ATTNKIT_CHECK(p.eps >= 0.0f && std::isfinite(p.eps), fn, ": params.eps must be finite and >= 0, got ", p.eps);
   ATTNKIT_CHECK(p.chunk >= 1, fn, ": params.chunk must be >= 1, got ", p.chunk);
   check_decay(fn, decay, s.b, s.h, s.t, s.K, exec);
-  if (is_given(state.s)) {
-    check_view(fn, "state.s", state.s, true);
-    const std::int64_t want[] = {s.b, s.h, s.K, s.V};
-    const char* dims[] = {"b", "h", "K", "V"};
-    for (std::size_t r = 0; r < 4; ++r) check_extent(fn, "state.s", state.s, r, dims[r], want[r], "q and v's");
-    ATTNKIT_CHECK(!p.normalize || is_given(state.z), fn, ": normalize with a state needs state.z (b, h, K)");
-  }
-  if (is_given(state.z)) {
-    ATTNKIT_CHECK(p.normalize && is_given(state.s), fn, ": state.z is only used with normalize and state.s");
-    check_view(fn, "state.z", state.z, true);
-    const std::int64_t want[] = {s.b, s.h, s.K};
-    const char* dims[] = {"b", "h", "K"};
-    for (std::size_t r = 0; r < 3; ++r) check_extent(fn, "state.z", state.z, r, dims[r], want[r], "q's");
-  }
+  check_linear_state(fn, state, s.b, s.h, s.K, s.V, p.normalize);
   linear_shape out = s;
   out.scale = p.scale ? *p.scale : 1.0f / std::sqrt(static_cast<float>(s.K > 0 ? s.K : 1));
   return out;

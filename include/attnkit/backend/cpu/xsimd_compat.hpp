@@ -41,6 +41,14 @@ void store(float* p, fbatch<Arch> x) {
   x.store_unaligned(p);
 }
 
+/// Lane i holds i: column offsets within a register, for masks and distances.
+template <class Arch>
+fbatch<Arch> lane_index() {
+  alignas(64) float i[lanes<Arch>];
+  for (int c = 0; c < lanes<Arch>; ++c) i[c] = static_cast<float>(c);
+  return fbatch<Arch>::load_aligned(i);
+}
+
 namespace detail {
 
 template <class Arch>
