@@ -1,13 +1,15 @@
 // linear_attention on cpu<xsimd::default_arch>, all threads, caller workspace:
 // chunkwise prefill (Lightning: a decay per head; GLA: per channel) against the
-// FMA peak, the decode step's state traffic against DRAM bandwidth at short and
-// long contexts, and causal flash prefill on the same shape for the crossover.
+// FMA peak, BASED's layer likewise, the decode step's state traffic against DRAM
+// bandwidth at short and long contexts, and causal flash prefill on the same shape
+// for the crossover.
 #include <benchmark/benchmark.h>
 
 #include <random>
 #include <vector>
 
 #include "attnkit/attention/flash.hpp"
+#include "attnkit/attention/linear/based.hpp"
 #include "attnkit/attention/linear/gla.hpp"
 #include "attnkit/attention/linear/lightning.hpp"
 #include "support/counters.hpp"
@@ -56,6 +58,25 @@ BENCHMARK(linear_prefill)
     ->ArgNames({"t", "gla"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// BASED's layer at t = 16384, 8 heads, d 16 (153 symmetric Taylor features), V 64,
+// chunk 64. FLOPs per token and head: 4 D' V (state read and update) + 2C(d + V)
+// (the chunk's product over d, then over V).
+void based_prefill(benchmark::State& state) {
+  constexpr std::int64_t t = 16384, d = 16, V = 64;
+  std::mt19937_64 rng(42);
+  const test::linear_inputs in(1, heads, t, d, V, rng);
+  tensor<float, 4> o({1, heads, t, V});
+  based_params p;
+  cpu<arch> backend;
+  std::vector<unsigned char> scratch(based_attention_workspace_size(d, V, p, backend));
+  backend.scratch = {scratch.data(), scratch.size()};
+  const double D = double(taylor_features(p.map, d));
+  run_and_count(
+      state, [&] { based_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), {}, p, backend); },
+      double(heads) * t * (4.0 * D * V + 2.0 * p.chunk * (d + V)), 0, true, backend.exec.concurrency());
+}
+BENCHMARK(based_prefill)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // One decode step after a prefill of range(0) tokens (GLA gates): reads and writes the
 // fp32 state, 8 K V bytes per head; peak_frac is that traffic over DRAM read bandwidth

@@ -2,7 +2,8 @@
 // caller workspace: chunkwise prefill of Lightning (decay per head, fla's rule),
 // GLA (gates per channel) and BASED (symmetric Taylor map, d 16 -> 153 features,
 // V 64) over 8 heads, and one GLA decode step after a long prefill. Prefill FLOPs
-// per token and head are 4KV + 2C(K+V) (C = 64, the chunk); decode rates count
+// per token and head are 4KV + 2C(K+V) (C = 64, the chunk; BASED: 4D'V + 2C(d+V),
+// its intra-chunk product being over d); decode rates count
 // the fp32 state read and written (8KV bytes per head), which stays in L2 here.
 // The error compares head 0's first rows (prefill) or the step (decode) with
 // the fp64 recurrence over the same tokens.
@@ -44,7 +45,8 @@ inline row run_linear_prefill(linear_kind kind, const environment& env) {
   if (kind == linear_kind::lightning) p.scale = 1.0f;
   based_params bp;
   const std::int64_t K = kind == linear_kind::based ? taylor_features(bp.map, d) : d;
-  std::vector<unsigned char> scratch(linear_attention_workspace_size(K, V, p, backend));
+  std::vector<unsigned char> scratch(kind == linear_kind::based ? based_attention_workspace_size(d, V, bp, backend)
+                                                                 : linear_attention_workspace_size(K, V, p, backend));
   backend.scratch = {scratch.data(), scratch.size()};
   const auto run = [&] {
     if (kind == linear_kind::based)
@@ -59,7 +61,8 @@ inline row run_linear_prefill(linear_kind kind, const environment& env) {
   r.threads = backend.exec.concurrency();
   r.bounded_by = bound::compute;
   r.median_ms = bench::median_ms(run, 5, 0.5, 20);
-  env.rate(r, double(heads) * t * (4.0 * K * V + 2.0 * chunk * (K + V)), 0);
+  // BASED's intra-chunk product runs over d, not the K = D' features (based_cpu.hpp).
+  env.rate(r, double(heads) * t * (4.0 * K * V + 2.0 * chunk * (d + V)), 0);
 
   // fp64 recurrence over head 0's first `checked` tokens (outputs are causal).
   const auto head0 = [&](const tensor<float, 4>& x) { return x.cview().slice(1, 0, 1).slice(2, 0, checked); };
