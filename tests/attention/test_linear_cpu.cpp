@@ -3,6 +3,8 @@
 // do not divide t, explicit states, resets, and thread-count independence.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -195,6 +197,23 @@ TEST(LinearVarlen, PackedSequencesEqualPerSequenceCalls) {
                                 cpu<xsimd::default_arch>{});
       },
       "attnkit: linear_attention_varlen: cu_seqlens must not decrease, got 5 then 3");
+
+  // A bad gate in the last sequence is reported before any sequence is written, on both backends.
+  tensor<float, 4> g({1, 3, total, K});
+  std::copy(in.g_channel.data(), in.g_channel.data() + g.size(), g.data());
+  g(0, 2, total - 1, K - 1) = 0.5f;
+  linear_decay poisoned;
+  poisoned.per_channel = g.cview();
+  const auto untouched = [&](const auto& backend) {
+    std::fill(o.data(), o.data() + o.size(), 7.0f);
+    EXPECT_THROW(linear_attention_varlen(in.q.cview(), in.k.cview(), in.v.cview(), o.view(),
+                                         tensor_view<const std::int64_t, 1>(cu.data(), {n + 1}), poisoned, {}, {},
+                                         backend),
+                 error);
+    EXPECT_TRUE(std::all_of(o.data(), o.data() + o.size(), [](float x) { return x == 7.0f; }));
+  };
+  untouched(cpu<xsimd::default_arch>{});
+  untouched(reference{});
 }
 
 }  // namespace

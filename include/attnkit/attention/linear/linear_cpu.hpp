@@ -105,6 +105,16 @@ struct linear_call {
   /// One decode step for (b, h), fused over the state's rows (see the top).
   template <class Arch>
   void decode(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, linear_slot<Arch>& w) const;
+  /// Head (b, h) as one work item: the decode step for one token, else chunkwise.
+  template <class Arch>
+  void head(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, float* slot) const {
+    const simd::flush_denormals ftz;  // on the worker thread, for this item only
+    linear_slot<Arch> w(slot, p);
+    if (sh.t == 1)
+      decode(b, h, p, w);
+    else
+      chunkwise(b, h, p, w);
+  }
 };
 
 /// out[0, n) = e^{x[0, n)} (n a multiple of lanes), times f[0, n) when given.
@@ -422,13 +432,7 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
                               linear_attention_workspace_size(sh.K, sh.V, params, backend));
   float* base = arena.take(per_slot * static_cast<std::size_t>(slots));
   parallel_for_slots(backend.exec, sh.b * sh.h, [&](std::int64_t item, std::int64_t slot) {
-    const simd::flush_denormals ftz;  // on each worker thread, for this item only
-    detail::linear_slot<Arch> w(base + static_cast<std::size_t>(slot) * per_slot, plan);
-    const std::int64_t b = item / sh.h, h = item % sh.h;
-    if (sh.t == 1)
-      call.decode(b, h, plan, w);
-    else
-      call.chunkwise(b, h, plan, w);
+    call.head(item / sh.h, item % sh.h, plan, base + static_cast<std::size_t>(slot) * per_slot);
   });
 }
 
