@@ -12,6 +12,7 @@
 #include "attnkit/attention/linear/based.hpp"
 #include "attnkit/attention/linear/gla.hpp"
 #include "attnkit/attention/linear/lightning.hpp"
+#include "attnkit/attention/linear/varlen.hpp"
 #include "support/counters.hpp"
 #include "support/linear_inputs.hpp"
 
@@ -107,6 +108,45 @@ void linear_decode(benchmark::State& state) {
       5.0 * heads * dim * dim, 8.0 * heads * dim * dim, false, backend.exec.concurrency());
 }
 BENCHMARK(linear_decode)->Arg(1024)->Arg(65536)->ArgNames({"context"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// A continuous-batching decode step: range(0) sequences of one token each, 2 heads,
+// K = V = 128, GLA gates, one state slot per sequence. packed = 1 is one varlen
+// call, its (sequence, head) items spread over the threads; packed = 0 loops
+// per-sequence calls, each parallel over its 2 heads only. GB/s: state traffic.
+void linear_varlen_decode(benchmark::State& state) {
+  const std::int64_t n = state.range(0), h = 2;
+  const bool packed = state.range(1) != 0;
+  std::mt19937_64 rng(42);
+  const test::linear_inputs in(1, h, n, dim, dim, rng);
+  tensor<float, 4> o({1, h, n, dim}), st = test::random_state(n, h, dim, dim, rng);
+  std::vector<std::int64_t> cu(static_cast<std::size_t>(n + 1));
+  for (std::int64_t i = 0; i <= n; ++i) cu[static_cast<std::size_t>(i)] = i;
+  linear_decay d;
+  d.per_channel = in.g_channel.cview();
+  cpu<arch> backend;
+  std::vector<unsigned char> scratch(linear_attention_workspace_size(dim, dim, {}, backend));
+  backend.scratch = {scratch.data(), scratch.size()};
+  const auto step = [&] {
+    if (packed) {
+      linear_attention_varlen(in.q.cview(), in.k.cview(), in.v.cview(), o.view(),
+                              tensor_view<const std::int64_t, 1>(cu.data(), {n + 1}), d, {st.view(), {}}, {}, backend);
+      return;
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      linear_decay di = d;
+      di.per_channel = d.per_channel.slice(2, i, i + 1);
+      linear_attention(in.q.cview().slice(2, i, i + 1), in.k.cview().slice(2, i, i + 1),
+                       in.v.cview().slice(2, i, i + 1), o.view().slice(2, i, i + 1), di,
+                       {st.view().slice(0, i, i + 1), {}}, {}, backend);
+    }
+  };
+  run_and_count(state, step, 5.0 * n * h * dim * dim, 8.0 * n * h * dim * dim, false, backend.exec.concurrency());
+}
+BENCHMARK(linear_varlen_decode)
+    ->ArgsProduct({{64}, {0, 1}})
+    ->ArgNames({"sequences", "packed"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 // Causal flash prefill on the same shape (8 heads, d 128, sq = skv = 2^range(0)): where linear wins.
 void flash_prefill_same_shape(benchmark::State& state) {
