@@ -81,7 +81,7 @@ BENCHMARK(based_prefill)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // One decode step after a prefill of range(0) tokens (GLA gates): reads and writes the
 // fp32 state, 8 K V bytes per head; peak_frac is that traffic over DRAM read bandwidth
-// (the 8 heads' 512 KiB of state stay in L2, so it can exceed 1).
+// (the 8 heads' 512 KiB of state stay in L2, so it can exceed 1), l2_frac over L2's.
 void linear_decode(benchmark::State& state) {
   const std::int64_t context = state.range(0);
   std::mt19937_64 rng(42);
@@ -106,6 +106,7 @@ void linear_decode(benchmark::State& state) {
                          {st.view(), {}}, {}, backend);
       },
       5.0 * heads * dim * dim, 8.0 * heads * dim * dim, false, backend.exec.concurrency());
+  state.counters["l2_frac"] = state.counters["GB/s"] / machine().all_threads.l2_read_gbps;
 }
 BENCHMARK(linear_decode)->Arg(1024)->Arg(65536)->ArgNames({"context"})->Unit(benchmark::kMicrosecond)->UseRealTime();
 

@@ -1,5 +1,5 @@
 // attnkit_bench: Google Benchmark cases for every kernel family. The machine's
-// FMA peak and DRAM bandwidth are measured first so each case reports peak_frac.
+// FMA peak and DRAM (and L2) bandwidth are measured first so each case reports peak_frac.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("fma_gflops_all_threads", std::to_string(m.all_threads.fma_gflops));
   benchmark::AddCustomContext("read_gbps_1_thread", std::to_string(m.one_thread.read_gbps));
   benchmark::AddCustomContext("read_gbps_all_threads", std::to_string(m.all_threads.read_gbps));
+  benchmark::AddCustomContext("l2_read_gbps_1_thread", std::to_string(m.one_thread.l2_read_gbps));
+  benchmark::AddCustomContext("l2_read_gbps_all_threads", std::to_string(m.all_threads.l2_read_gbps));
   benchmark::AddCustomContext("threads", std::to_string(m.all_threads.threads));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

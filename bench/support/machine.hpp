@@ -1,5 +1,6 @@
 // Short probes of this machine's limits, so benchmark rows can say what fraction
-// of the hardware they use: fp32 FMA throughput and DRAM read bandwidth.
+// of the hardware they use: fp32 FMA throughput, and read bandwidth from DRAM and
+// from L2 (what a kernel whose working set stays in L2, like linear decode, gets).
 #pragma once
 
 #include <algorithm>
@@ -66,8 +67,9 @@ inline double measure_fma_gflops(int threads) {
   return sink[0] == 0.0f ? best * 2 : best;  // never true: the sum is ~16 * threads
 }
 
-/// DRAM read bandwidth in GB/s on `threads` threads, streaming a buffer far larger than the caches.
-inline double measure_read_gbps(int threads, std::int64_t bytes = std::int64_t(512) << 20) {
+/// Read bandwidth in GB/s on `threads` threads, each summing its share of `bytes`
+/// `passes` times: DRAM for a buffer far larger than the caches (the default).
+inline double measure_read_gbps(int threads, std::int64_t bytes = std::int64_t(512) << 20, int passes = 1) {
   using batch = xsimd::batch<float>;
   const std::int64_t n = bytes / static_cast<std::int64_t>(sizeof(float));
   tensor<float, 1> buffer({n});
@@ -82,15 +84,16 @@ inline double measure_read_gbps(int threads, std::int64_t bytes = std::int64_t(5
     on_threads(threads, [&](int t) {
       const float* p = buffer.data() + t * per_thread;
       batch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
-      for (std::int64_t i = 0; i < per_thread; i += 4 * batch::size) {
-        s0 += batch::load_aligned(p + i);
-        s1 += batch::load_aligned(p + i + batch::size);
-        s2 += batch::load_aligned(p + i + 2 * batch::size);
-        s3 += batch::load_aligned(p + i + 3 * batch::size);
-      }
+      for (int pass = 0; pass < passes; ++pass)
+        for (std::int64_t i = 0; i < per_thread; i += 4 * batch::size) {
+          s0 += batch::load_aligned(p + i);
+          s1 += batch::load_aligned(p + i + batch::size);
+          s2 += batch::load_aligned(p + i + 2 * batch::size);
+          s3 += batch::load_aligned(p + i + 3 * batch::size);
+        }
       sink[static_cast<std::size_t>(t)] = xsimd::hadd(s0 + s1 + s2 + s3);
     });
-    const double read = static_cast<double>(per_thread) * threads * sizeof(float);
+    const double read = static_cast<double>(per_thread) * threads * sizeof(float) * passes;
     best = std::max(best, read / seconds_since(t0) / 1e9);
   }
   return sink[0] < 0.0f ? best * 2 : best;  // never true: the buffer holds ones
@@ -101,10 +104,13 @@ struct machine_limits {
   int threads = 1;
   double fma_gflops = 0;
   double read_gbps = 0;
+  double l2_read_gbps = 0;
 };
 
 inline machine_limits measure_machine(int threads) {
-  return {threads, measure_fma_gflops(threads), measure_read_gbps(threads)};
+  // L2: 512 KiB per thread (a quarter of a 2 MiB L2, half of a 1 MiB one), read 400 times.
+  return {threads, measure_fma_gflops(threads), measure_read_gbps(threads),
+          measure_read_gbps(threads, std::int64_t(threads) << 19, 400)};
 }
 
 }  // namespace attnkit::bench

@@ -25,9 +25,11 @@ using attnkit::tour::row;
 
 void print_table(const std::vector<row>& rows, const attnkit::tour::environment& env) {
   std::printf("machine: fp32 FMA peak %.1f GFLOP/s (1 thread), %.1f GFLOP/s (%d threads); "
-              "DRAM read %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n\n",
+              "DRAM read %.1f GB/s (1 thread), %.1f GB/s (%d threads); L2 read %.1f GB/s (1 thread), "
+              "%.1f GB/s (%d threads)\n\n",
               env.one_thread.fma_gflops, env.all_threads.fma_gflops, env.all_threads.threads,
-              env.one_thread.read_gbps, env.all_threads.read_gbps, env.all_threads.threads);
+              env.one_thread.read_gbps, env.all_threads.read_gbps, env.all_threads.threads,
+              env.one_thread.l2_read_gbps, env.all_threads.l2_read_gbps, env.all_threads.threads);
   std::printf("%-16s %-40s %-20s %7s %11s %9s %8s %8s %9s\n", "kernel", "shape", "dtype", "threads", "median ms",
               "GFLOP/s", "GB/s", "% peak", "rel err");
   for (const row& r : rows)
