@@ -105,6 +105,14 @@ struct linear_call {
   /// One decode step for (b, h), fused over the state's rows (see the top).
   template <class Arch>
   void decode(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, linear_slot<Arch>& w) const;
+  /// g[0, width) = the log decay of row t for each channel, zeros past K.
+  template <class Arch>
+  void gate_row(std::int64_t b, std::int64_t h, std::int64_t t, float* g, std::int64_t width) const {
+    if (decay.per_channel.stride(3) == 1)
+      simd::widen_row<Arch>(&decay.per_channel(b, h, t, 0), sh.K, g, width);
+    else
+      for (std::int64_t x = 0; x < width; ++x) g[x] = x < sh.K ? decay(b, h, t, x) : 0.0f;
+  }
   /// Head (b, h) as one work item: the decode step for one token, else chunkwise.
   template <class Arch>
   void head(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, float* slot) const {
@@ -160,12 +168,8 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
         if (channel) simd::prefetch_row(&decay.per_channel(b, h, ahead, 0), K * decay.per_channel.stride(3));
       }
       float* g = w.g + r * gw;
-      if (channel && decay.per_channel.stride(3) == 1) {
-        simd::widen_row<Arch>(&decay.per_channel(b, h, t0 + r, 0), K, g, Kp);
-      } else {
-        for (std::int64_t x = 0; x < gw; ++x) g[x] = x < K ? decay(b, h, t0 + r, x) : 0.0f;
-      }
       if (channel) {  // prefix sums, and with them qd = q ⊙ e^{into} and kh = k ⊙ e^{-into}
+        gate_row<Arch>(b, h, t0 + r, g, Kp);
         B low(lowest);
         for (std::int64_t x = 0; x < Kp; x += L) {
           const B gx = simd::load<Arch>(g + x);
@@ -177,6 +181,7 @@ void linear_call<TQ, TK, TV, TO>::chunkwise(std::int64_t b, std::int64_t h, cons
         }
         lowest = std::min(lowest, -simd::reduce_max<Arch>(-low));
       } else {
+        g[0] = decay(b, h, t0 + r, 0);
         lowest = std::min(lowest, g[0]);
         w.into[r] = (r ? w.into[r - 1] : 0.0f) + g[0];
       }
@@ -371,29 +376,56 @@ void linear_call<TQ, TK, TV, TO>::decode(std::int64_t b, std::int64_t h, const l
   using B = simd::fbatch<Arch>;
   constexpr std::int64_t L = simd::lanes<Arch>;
   const std::int64_t K = sh.K, V = sh.V, Vfull = V / L * L;
+  // The step in fp32: q, k (K), v (V), and each channel's decay e^g in keep (K).
+  simd::widen_row<Arch>(&q(b, h, 0, 0), K, w.q, p.Kp);
+  simd::widen_row<Arch>(&k(b, h, 0, 0), K, w.k, p.Kp);
   simd::widen_row<Arch>(&v(b, h, 0, 0), V, w.v, p.Vp);
-  std::fill(w.o, w.o + p.Vp, 0.0f);
+  if (decay.scalar()) {
+    std::fill(w.keep, w.keep + p.Kp, std::exp(decay(b, h, 0, 0)));
+  } else {
+    gate_row<Arch>(b, h, 0, w.g, p.Kp);
+    exp_row<Arch>(w.g, w.keep, p.Kp);
+  }
   const bool kept = is_given(state.s);
+  float* s = kept ? &state.s(b, h, 0, 0) : w.s;  // (K, V), rows ld apart
+  const std::int64_t ld = kept ? state.s.stride(2) : p.Vp;
   if (!kept) std::fill(w.s, w.s + K * p.Vp, 0.0f);
+
+  // Blocks of up to 4 registers of columns: the block of o stays in registers while
+  // the rows of S stream past, each read and written once.
+  simd::detail::for_row_blocks<4>(Vfull / L, [&](std::int64_t c0, auto nn) {
+    constexpr int NV = decltype(nn)::value;
+    const std::int64_t y0 = c0 * L;
+    B vb[NV], acc[NV];
+    for (int j = 0; j < NV; ++j) vb[j] = simd::load<Arch>(w.v + y0 + j * L), acc[j] = B(0.0f);
+    for (std::int64_t x = 0; x < K; ++x) {
+      float* row = s + x * ld + y0;
+      const B a(w.keep[x]), kx(w.k[x]), qx(w.q[x]);
+      for (int j = 0; j < NV; ++j) {
+        const B sx = xsimd::fma(a, simd::load<Arch>(row + j * L), kx * vb[j]);
+        simd::store<Arch>(row + j * L, sx);
+        acc[j] = xsimd::fma(qx, sx, acc[j]);
+      }
+    }
+    for (int j = 0; j < NV; ++j) simd::store<Arch>(w.o + y0 + j * L, acc[j]);
+  });
+  for (std::int64_t y = Vfull; y < V; ++y) {
+    float acc = 0.0f;
+    for (std::int64_t x = 0; x < K; ++x) {
+      float& sx = s[x * ld + y];
+      sx = w.keep[x] * sx + w.k[x] * w.v[y];
+      acc += w.q[x] * sx;
+    }
+    w.o[y] = acc;
+  }
+
   float den = 0.0f;
-  for (std::int64_t x = 0; x < K; ++x) {
-    const float a = std::exp(decay(b, h, 0, x)), kx = to_float(k(b, h, 0, x)), qx = to_float(q(b, h, 0, x));
-    float* row = kept ? &state.s(b, h, x, 0) : w.s + x * p.Vp;
-    const B ab(a), kb(kx), qb(qx);
-    std::int64_t y = 0;
-    for (; y < Vfull; y += L) {
-      const B sx = xsimd::fma(ab, simd::load<Arch>(row + y), kb * simd::load<Arch>(w.v + y));
-      simd::store<Arch>(row + y, sx);
-      simd::store<Arch>(w.o + y, xsimd::fma(qb, sx, simd::load<Arch>(w.o + y)));
-    }
-    for (; y < V; ++y) {
-      row[y] = a * row[y] + kx * w.v[y];
-      w.o[y] += qx * row[y];
-    }
-    if (normalize) {
-      float& zx = is_given(state.z) ? state.z(b, h, x) : w.z[x];
-      zx = a * (is_given(state.z) ? zx : 0.0f) + kx;
-      den += qx * zx;
+  if (normalize) {
+    float* z = is_given(state.z) ? &state.z(b, h, 0) : w.z;  // (K)
+    if (!is_given(state.z)) std::fill(w.z, w.z + K, 0.0f);
+    for (std::int64_t x = 0; x < K; ++x) {
+      z[x] = w.keep[x] * z[x] + w.k[x];
+      den += w.q[x] * z[x];
     }
   }
   const float f = sh.scale / (normalize ? sh.scale * den + eps : 1.0f);
