@@ -55,7 +55,7 @@ void linear_prefill(benchmark::State& state) {
 }
 BENCHMARK(linear_prefill)
     ->ArgsProduct({{16384}, {lightning, gla}})
-    ->ArgsProduct({{128, 256, 512, 1024, 2048, 8192}, {lightning}})
+    ->ArgsProduct({{32, 64, 128, 256, 512, 1024, 2048, 8192}, {lightning}})
     ->ArgNames({"t", "gla"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
@@ -165,7 +165,7 @@ void flash_prefill_same_shape(benchmark::State& state) {
       2.0 * heads * double(t) * t * dim, 0, true, backend.exec.concurrency());
 }
 BENCHMARK(flash_prefill_same_shape)
-    ->DenseRange(7, 13, 1)  // log2 t
+    ->DenseRange(5, 13, 1)  // log2 t
     ->ArgNames({"log2_t"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
