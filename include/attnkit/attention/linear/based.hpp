@@ -89,9 +89,9 @@ void based_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV,
 template <class Arch>
 std::size_t based_attention_workspace_size(std::int64_t d, std::int64_t V, const based_params& params,
                                            const cpu<Arch>& backend) {
-  const detail::based_plan<Arch> plan(std::max<std::int64_t>(params.chunk, 1), d, taylor_features(params.map, d), V);
-  return detail::scratch_arena::bytes_for(
-      {plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1))});
+  return detail::slot_bytes(
+      detail::based_plan<Arch>(std::max<std::int64_t>(params.chunk, 1), d, taylor_features(params.map, d), V),
+      backend.exec);
 }
 
 /// BASED's linear attention on cpu<Arch>: chunkwise by Taylor order (based_cpu.hpp),
@@ -107,9 +107,8 @@ void based_attention(tensor_view<TQ, 4> q,  // (b, h, t, d)
   if (b * h * q.extent(2) == 0 || v.extent(3) == 0) return;
   const detail::based_plan<Arch> plan(p.chunk, d, taylor_features(p.map, d), v.extent(3));
   const detail::based_call<TQ, TK, TV, TO> call{q, k, v, o, state, p.map, p.output == based_output::normalized, p.eps};
-  detail::scratch_arena arena("based_attention", backend.scratch,
-                              based_attention_workspace_size(d, v.extent(3), p, backend));
-  float* base = arena.take(plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1)));
+  detail::scratch_arena arena("based_attention", backend.scratch, detail::slot_bytes(plan, backend.exec));
+  float* base = detail::take_slots(arena, plan, backend.exec);
   parallel_for_slots(backend.exec, b * h, [&](std::int64_t item, std::int64_t slot) {
     const simd::flush_denormals ftz;
     call.chunkwise(item / h, item % h, plan, detail::based_slot(base + slot * plan.slot_floats(), plan));

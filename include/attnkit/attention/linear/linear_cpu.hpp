@@ -439,9 +439,7 @@ void linear_call<TQ, TK, TV, TO>::decode(std::int64_t b, std::int64_t h, const l
 template <class Arch>
 std::size_t linear_attention_workspace_size(std::int64_t K, std::int64_t V, const linear_params& params,
                                             const cpu<Arch>& backend) {
-  const detail::linear_plan<Arch> plan(std::max<std::int64_t>(params.chunk, 1), K, V);
-  return detail::scratch_arena::bytes_for(
-      {plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1))});
+  return detail::slot_bytes(detail::linear_plan<Arch>(std::max<std::int64_t>(params.chunk, 1), K, V), backend.exec);
 }
 
 /// Linear attention on cpu<Arch>: chunkwise for a prefill, the fused step for one
@@ -459,10 +457,8 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
   const detail::linear_plan<Arch> plan(params.chunk, sh.K, sh.V);
   const std::size_t per_slot = plan.slot_floats();
   const detail::linear_call<TQ, TK, TV, TO> call{q, k, v, o, decay, state, sh, params.normalize, params.eps};
-  const int slots = std::max(backend.exec.concurrency(), 1);
-  detail::scratch_arena arena("linear_attention", backend.scratch,
-                              linear_attention_workspace_size(sh.K, sh.V, params, backend));
-  float* base = arena.take(per_slot * static_cast<std::size_t>(slots));
+  detail::scratch_arena arena("linear_attention", backend.scratch, detail::slot_bytes(plan, backend.exec));
+  float* base = detail::take_slots(arena, plan, backend.exec);
   parallel_for_slots(backend.exec, sh.b * sh.h, [&](std::int64_t item, std::int64_t slot) {
     call.head(item / sh.h, item % sh.h, plan, base + static_cast<std::size_t>(slot) * per_slot);
   });

@@ -10,6 +10,7 @@
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/parallel.hpp"
+#include "attnkit/core/workspace.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
 namespace attnkit {
@@ -34,6 +35,17 @@ struct linear_shape {
 };
 
 namespace detail {
+
+/// Scratch for one slot of plan.slot_floats() per task exec runs at once: its bytes,
+/// and the slots taken from an arena (slot i at base + i * plan.slot_floats()).
+template <class Plan>
+std::size_t slot_bytes(const Plan& plan, const executor& exec) {
+  return scratch_arena::bytes_for({plan.slot_floats() * static_cast<std::size_t>(exec.concurrency())});
+}
+template <class Plan>
+float* take_slots(scratch_arena& arena, const Plan& plan, const executor& exec) {
+  return arena.take(plan.slot_floats() * static_cast<std::size_t>(exec.concurrency()));
+}
 
 /// Checks a state against (b, h, K, V): s (b, h, K, V), and z (b, h, K) exactly when normalizing.
 inline void check_linear_state(const char* fn, const linear_state& state, std::int64_t b, std::int64_t h,

@@ -7,7 +7,6 @@
 // (sequence, head) pairs as parallel work items.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -107,9 +106,8 @@ void linear_attention_varlen(tensor_view<TQ, 4> q,  // (1, h, total, K)
                                                      params.normalize, params.eps});
                             });
   const detail::linear_plan<Arch> plan(params.chunk, K, V);
-  detail::scratch_arena arena("linear_attention_varlen", backend.scratch,
-                              linear_attention_workspace_size(K, V, params, backend));
-  float* base = arena.take(plan.slot_floats() * static_cast<std::size_t>(std::max(backend.exec.concurrency(), 1)));
+  detail::scratch_arena arena("linear_attention_varlen", backend.scratch, detail::slot_bytes(plan, backend.exec));
+  float* base = detail::take_slots(arena, plan, backend.exec);
   parallel_for_slots(backend.exec, n * h, [&](std::int64_t item, std::int64_t slot) {
     const call_t& call = calls[static_cast<std::size_t>(item / h)];
     if (call.sh.t > 0) call.head(0, item % h, plan, base + static_cast<std::size_t>(slot) * plan.slot_floats());
