@@ -64,13 +64,19 @@ struct cached_call {
   }
 };
 
+#if ATTNKIT_HAS_XSIMD
+using cached_backend = cpu<xsimd::default_arch>;
+#else
+using cached_backend = reference;
+#endif
+
 }  // namespace detail
 
 /// o = attention of q over the rows the cache holds; head h of q reads KV head
 /// h / (hq / hkv) with its own length, and masks align to that length (a new
 /// chunk appended to the cache is its tail). Optional: lse (1, hq, sq), and key
 /// weights with out (1, hq or hkv, longest head); entries past a head's length are 0.
-template <class TQ, class T, class TO, class Backend = cpu<xsimd::default_arch>>
+template <class TQ, class T, class TO, class Backend = detail::cached_backend>
 void cached_attention(tensor_view<TQ, 4> q,  // (1, hq, sq, d)
                       const kv_cache<T>& cache,
                       tensor_view<TO, 4> o,  // (1, hq, sq, dv)
@@ -82,7 +88,7 @@ void cached_attention(tensor_view<TQ, 4> q,  // (1, hq, sq, d)
 
 /// Scratch bytes of cached_attention(q, cache, o, params, lse, kw, backend) for
 /// the cache as it is now; lend it through backend.scratch to avoid allocating.
-template <class TQ, class T, class TO, class Backend = cpu<xsimd::default_arch>>
+template <class TQ, class T, class TO, class Backend = detail::cached_backend>
 std::size_t cached_attention_workspace_size(tensor_view<TQ, 4> q, const kv_cache<T>& cache, tensor_view<TO, 4> o,
                                             tensor_view<float, 3> lse = {}, const key_weights& kw = {},
                                             const Backend& backend = {}) {
