@@ -224,6 +224,32 @@ TEST(LinearVarlen, PackedSequencesEqualPerSequenceCalls) {
 namespace attnkit {
 namespace {
 
+// Per-channel gates of a long call (2^20 and more) are checked on the call's
+// threads; one bad gate anywhere is still found, named, and stops the call
+// before it writes.
+TEST(LinearCpuInputs, ABadGateInALargeCallIsFoundBeforeAnyOutput) {
+  test::seeded_rng s;
+  const std::int64_t h = 2, t = 4096, K = 128, V = 8;
+  const test::linear_inputs in(1, h, t, K, V, s.rng);
+  tensor<float, 4> g({1, h, t, K}), o({1, h, t, V});
+  std::copy(in.g_channel.data(), in.g_channel.data() + g.size(), g.data());
+  std::uniform_int_distribution<std::int64_t> at(0, g.size() - 1);
+  for (const float bad : {0.25f, std::numeric_limits<float>::quiet_NaN()}) {
+    const std::int64_t i = at(s.rng);
+    const float kept = g.data()[i];
+    g.data()[i] = bad;
+    linear_decay d;
+    d.per_channel = g.cview();
+    std::fill(o.data(), o.data() + o.size(), 7.0f);
+    test::expect_error(
+        [&] { linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), d, {}, {}, cpu<xsimd::default_arch>{}); },
+        std::string("attnkit: linear_attention: decay.per_channel entries must be log decays <= 0 (or -inf), got ") +
+            (std::isnan(bad) ? "nan" : "0.25"));
+    EXPECT_TRUE(std::all_of(o.data(), o.data() + o.size(), [](float x) { return x == 7.0f; }));
+    g.data()[i] = kept;
+  }
+}
+
 TEST(LinearCpuInputs, HalfPrecisionInputsAndOutputs) {
   test::seeded_rng s;
   const linear_inputs in(1, 2, 150, 64, 48, s.rng);

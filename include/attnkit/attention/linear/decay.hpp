@@ -66,7 +66,7 @@ inline void check_log_gates(const char* fn, const char* name, const float* g, st
 }
 
 /// Checks decay against (b, h, t, K): at most one grain given, its shape, and g <= 0.
-/// Per-channel gates are as large as q, so their pass runs over (b, h) on exec.
+/// Per-channel gates are as large as q, so a large pass runs over (b, h) on exec.
 inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, std::int64_t h, std::int64_t t,
                         std::int64_t K, const executor& exec = executor::serial()) {
   const int given = is_given(d.per_head) + is_given(d.per_token) + is_given(d.per_channel);
@@ -100,7 +100,8 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
       return ok;
     };
     std::atomic<bool> all_ok{true};
-    parallel_for(exec, b * h, [&](std::int64_t item) {
+    const bool large = b * h * t * K >= (std::int64_t{1} << 20);  // else a parallel region costs more than the pass
+    parallel_for(large ? exec : executor::serial(), b * h, [&](std::int64_t item) {
       if (!head_ok(item / h, item % h)) all_ok.store(false, std::memory_order_relaxed);
     });
     for (std::int64_t i = 0; !all_ok && i < b; ++i)  // name the first bad gate
