@@ -233,20 +233,22 @@ TEST(LinearCpuInputs, ABadGateInALargeCallIsFoundBeforeAnyOutput) {
   const test::linear_inputs in(1, h, t, K, V, s.rng);
   tensor<float, 4> g({1, h, t, K}), o({1, h, t, V});
   std::copy(in.g_channel.data(), in.g_channel.data() + g.size(), g.data());
-  std::uniform_int_distribution<std::int64_t> at(0, g.size() - 1);
-  for (const float bad : {0.25f, std::numeric_limits<float>::quiet_NaN()}) {
-    const std::int64_t i = at(s.rng);
-    const float kept = g.data()[i];
-    g.data()[i] = bad;
-    linear_decay d;
-    d.per_channel = g.cview();
-    std::fill(o.data(), o.data() + o.size(), 7.0f);
-    test::expect_error(
-        [&] { linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), d, {}, {}, cpu<xsimd::default_arch>{}); },
-        std::string("attnkit: linear_attention: decay.per_channel entries must be log decays <= 0 (or -inf), got ") +
-            (std::isnan(bad) ? "nan" : "0.25"));
-    EXPECT_TRUE(std::all_of(o.data(), o.data() + o.size(), [](float x) { return x == 7.0f; }));
-    g.data()[i] = kept;
+  std::uniform_int_distribution<std::int64_t> at(0, t * K - 1);
+  for (std::int64_t head = 0; head < h; ++head) {
+    for (const float bad : {0.25f, std::numeric_limits<float>::quiet_NaN()}) {
+      const std::int64_t i = head * t * K + at(s.rng);  // somewhere in this head's gates
+      const float kept = g.data()[i];
+      g.data()[i] = bad;
+      linear_decay d;
+      d.per_channel = g.cview();
+      std::fill(o.data(), o.data() + o.size(), 7.0f);
+      test::expect_error(
+          [&] { linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), d, {}, {}, cpu<xsimd::default_arch>{}); },
+          std::string("attnkit: linear_attention: decay.per_channel entries must be log decays <= 0 (or -inf), got ") +
+              (std::isnan(bad) ? "nan" : "0.25"));
+      EXPECT_TRUE(std::all_of(o.data(), o.data() + o.size(), [](float x) { return x == 7.0f; }));
+      g.data()[i] = kept;
+    }
   }
 }
 
