@@ -5,12 +5,12 @@
 
 #include <cmath>
 #include <random>
-#include <utility>
 #include <string>
 #include <vector>
 
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/linear/based.hpp"
+#include "support/linear_inputs.hpp"
 #include "support/linear_oracle.hpp"
 #include "support/seeded.hpp"
 
@@ -186,9 +186,8 @@ TEST(Based, CpuHalfInputsAndBadStateShapes) {
   const std::int64_t t = 70, d = 16, V = 32;
   const tensor<float, 4> q = normal(1, 2, t, d, s.rng, 0.5f), k = normal(1, 2, t, d, s.rng, 0.5f),
                          v = normal(1, 2, t, V, s.rng);
-  tensor<bfloat16, 4> qb({1, 2, t, d}), kb({1, 2, t, d}), vb({1, 2, t, V});
-  for (const auto& [from, to] : {std::pair{&q, &qb}, std::pair{&k, &kb}, std::pair{&v, &vb}})
-    for (std::int64_t i = 0; i < from->size(); ++i) to->data()[i] = from_float<bfloat16>(from->data()[i]);
+  const tensor<bfloat16, 4> qb = test::rounded<bfloat16>(q), kb = test::rounded<bfloat16>(k),
+                            vb = test::rounded<bfloat16>(v);
   based_params p;
   tensor<float, 4> o({1, 2, t, V}), o_ref({1, 2, t, V});
   based_attention(qb.cview(), kb.cview(), vb.cview(), o.view(), {}, p, cpu<xsimd::default_arch>{});

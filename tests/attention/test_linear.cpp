@@ -265,13 +265,8 @@ TEST(LightningAttention, DecayRulesReproduceTheirSources) {
 TEST(LinearAttention, HalfPrecisionInputs) {
   test::seeded_rng s;
   const linear_inputs in(1, 2, 66, 32, 32, s.rng);
-  tensor<half, 4> q({1, 2, 66, 32}), k({1, 2, 66, 32});
-  tensor<bfloat16, 4> v({1, 2, 66, 32});
-  for (std::int64_t i = 0; i < q.size(); ++i) {
-    q.data()[i] = from_float<half>(in.q.data()[i]);
-    k.data()[i] = from_float<half>(in.k.data()[i]);
-    v.data()[i] = from_float<bfloat16>(in.v.data()[i]);
-  }
+  const tensor<half, 4> q = test::rounded<half>(in.q), k = test::rounded<half>(in.k);
+  const tensor<bfloat16, 4> v = test::rounded<bfloat16>(in.v);
   const linear_decay d = in.decay(grain::channel);
   const auto oracle = test::linear_oracle(q.cview(), k.cview(), v.cview(), d, 1.0 / std::sqrt(32.0), false, 0.0);
   tensor<float, 4> o({1, 2, 66, 32});

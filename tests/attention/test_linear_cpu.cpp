@@ -255,13 +255,8 @@ TEST(LinearCpuInputs, ABadGateInALargeCallIsFoundBeforeAnyOutput) {
 TEST(LinearCpuInputs, HalfPrecisionInputsAndOutputs) {
   test::seeded_rng s;
   const linear_inputs in(1, 2, 150, 64, 48, s.rng);
-  tensor<half, 4> q({1, 2, 150, 64}), k({1, 2, 150, 64});
-  tensor<bfloat16, 4> v({1, 2, 150, 48});
-  for (std::int64_t i = 0; i < q.size(); ++i) {
-    q.data()[i] = from_float<half>(in.q.data()[i]);
-    k.data()[i] = from_float<half>(in.k.data()[i]);
-  }
-  for (std::int64_t i = 0; i < v.size(); ++i) v.data()[i] = from_float<bfloat16>(in.v.data()[i]);
+  const tensor<half, 4> q = test::rounded<half>(in.q), k = test::rounded<half>(in.k);
+  const tensor<bfloat16, 4> v = test::rounded<bfloat16>(in.v);
   const linear_decay d = in.decay(grain::channel);
   const auto oracle = test::linear_oracle(q.cview(), k.cview(), v.cview(), d, 1.0 / 8.0, false, 0.0);
   tensor<float, 4> o({1, 2, 150, 48});

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "attnkit/attention/linear/decay.hpp"
+#include "attnkit/core/dtype.hpp"
 #include "attnkit/core/tensor.hpp"
 
 namespace attnkit::test {
@@ -60,6 +61,14 @@ inline tensor<float, 4> random_state(std::int64_t b, std::int64_t h, std::int64_
   std::normal_distribution<float> n(0.0f, 1.0f);
   for (std::int64_t i = 0; i < s.size(); ++i) s.data()[i] = n(rng);
   return s;
+}
+
+/// x rounded to T (half, bfloat16) element by element, for reduced-precision inputs.
+template <class T>
+tensor<T, 4> rounded(const tensor<float, 4>& x) {
+  tensor<T, 4> r({x.extent(0), x.extent(1), x.extent(2), x.extent(3)});
+  for (std::int64_t i = 0; i < x.size(); ++i) r.data()[i] = from_float<T>(x.data()[i]);
+  return r;
 }
 
 }  // namespace attnkit::test
