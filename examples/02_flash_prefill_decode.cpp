@@ -7,7 +7,13 @@
 // the pool whenever the last one fills. The engine lends the kernel a
 // workspace sized once for the longest sequence, so the loop allocates
 // nothing. Every step is checked against dense_attention on the same tokens.
+//
+// The program is built for the baseline x86-64 arch and runs the best kernels
+// of the CPU it lands on (attnkit::cpu_dispatch, with the per-arch units that
+// attnkit_add_cpu_dispatch adds in examples/CMakeLists.txt). On a CPU without
+// AVX2 it prints attnkit's error and exits with code 2.
 #include <attnkit/attnkit.hpp>
+#include <attnkit/cpu_dispatch.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -72,9 +78,7 @@ float check_against_dense(const tensor<float, 4>& q, const tensor<float, 4>& o, 
   return worst;
 }
 
-}  // namespace
-
-int main() {
+int run() {
   std::mt19937 rng(42);
   std::normal_distribution<float> normal;
   const auto random_tensor = [&](std::int64_t s) {
@@ -98,7 +102,8 @@ int main() {
   };
 
   // One workspace for every call: the larger of a full-capacity prefill and a full-capacity decode step.
-  cpu<xsimd::default_arch> backend;
+  cpu_dispatch backend;
+  std::printf("kernels: %s\n", cpu_dispatch_arch());
   const tensor<float, 4> q_prefill_sizing({1, hq, max_tokens, d}), q_decode_sizing({1, hq, 1, d});
   std::vector<unsigned char> scratch(
       std::max(flash_attention_workspace_size(q_prefill_sizing.cview(), k_all.cview(), v_all.cview(), backend),
@@ -132,4 +137,15 @@ int main() {
   }
   std::printf("max |flash - dense| over all steps: %.2e\n", worst);
   return worst < 1e-4f ? 0 : 1;
+}
+
+}  // namespace
+
+int main() {
+  try {
+    return run();
+  } catch (const attnkit::error& e) {  // e.g. a CPU below every arch this binary is built for
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  }
 }

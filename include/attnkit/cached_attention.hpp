@@ -11,11 +11,12 @@
 #include "attnkit/attention/key_weights.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/cache.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
 /// (1, h, ...) viewed as (hkv, h / hkv, ...): the heads of each KV head's group as one sequence.
@@ -96,4 +97,4 @@ std::size_t cached_attention_workspace_size(tensor_view<TQ, 4> q, const kv_cache
   return flash_attention_workspace_size(c.q, cache.keys(), cache.values(), backend, c.lse, c.kw);
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

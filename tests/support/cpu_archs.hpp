@@ -1,5 +1,8 @@
-// The SIMD archs this test binary was compiled for, as a runtime parameter, so
-// value-parameterized suites can sweep them. Archs the CPU lacks are skipped.
+// The SIMD arch this test binary tests, as a runtime parameter, so
+// value-parameterized suites can name it. Each arch's binary is compiled with
+// that arch's flags and nothing wider (tests/CMakeLists.txt defines
+// ATTNKIT_TEST_ARCH_AVX512 or ATTNKIT_TEST_ARCH_AVX2); the arch is skipped,
+// by the real CPU check, where the running CPU lacks it.
 #pragma once
 
 #include <ostream>
@@ -7,6 +10,8 @@
 
 #include <gtest/gtest.h>
 #include <xsimd/xsimd.hpp>
+
+#include "attnkit/backend/cpu/cpu_features.hpp"
 
 namespace attnkit::test {
 
@@ -16,28 +21,30 @@ inline const char* cpu_arch_name(cpu_arch a) { return a == cpu_arch::avx512 ? "a
 inline std::ostream& operator<<(std::ostream& out, cpu_arch a) { return out << cpu_arch_name(a); }
 
 inline std::vector<cpu_arch> compiled_cpu_archs() {
-  std::vector<cpu_arch> archs;
-#if XSIMD_WITH_AVX512BW
-  archs.push_back(cpu_arch::avx512);
+#if defined(ATTNKIT_TEST_ARCH_AVX512)
+  static_assert(XSIMD_WITH_AVX512BW, "the AVX-512 tests need -mavx512bw and the rest of its flags");
+  return {cpu_arch::avx512};
+#elif defined(ATTNKIT_TEST_ARCH_AVX2)
+  static_assert(XSIMD_WITH_FMA3_AVX2 && !XSIMD_WITH_AVX512F, "the AVX2 tests are compiled with AVX2 flags only");
+  return {cpu_arch::avx2};
+#else
+  static_assert(sizeof(cpu_arch) == 0, "define ATTNKIT_TEST_ARCH_AVX512 or ATTNKIT_TEST_ARCH_AVX2");
+  return {};
 #endif
-#if XSIMD_WITH_FMA3_AVX2
-  archs.push_back(cpu_arch::avx2);
-#endif
-  return archs;
 }
 
 /// Calls f(Arch{}) for the xsimd arch behind a; skips the test when this CPU lacks it.
 template <class F>
 void with_cpu_arch(cpu_arch a, F&& f) {
-#if XSIMD_WITH_AVX512BW
+  static const cpu_features cpu = detect_cpu_features();
+#if defined(ATTNKIT_TEST_ARCH_AVX512)
   if (a == cpu_arch::avx512) {
-    if (!xsimd::avx512bw::available()) GTEST_SKIP() << "this CPU has no AVX-512BW";
+    if (!cpu.has_avx512_kernels()) GTEST_SKIP() << "this CPU has no AVX-512BW";
     return f(xsimd::avx512bw{});
   }
-#endif
-#if XSIMD_WITH_FMA3_AVX2
+#elif defined(ATTNKIT_TEST_ARCH_AVX2)
   if (a == cpu_arch::avx2) {
-    if (!xsimd::fma3<xsimd::avx2>::available()) GTEST_SKIP() << "this CPU has no AVX2+FMA";
+    if (!cpu.has_avx2_kernels()) GTEST_SKIP() << "this CPU lacks " << cpu.missing_for_avx2_kernels();
     return f(xsimd::fma3<xsimd::avx2>{});
   }
 #endif

@@ -14,10 +14,11 @@
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// o = softmax(score(q, k)) v for every (batch, query head, query row).
 ///
@@ -101,4 +102,4 @@ void dense_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
   }
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

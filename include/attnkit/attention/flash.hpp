@@ -30,7 +30,7 @@
 #include "attnkit/attention/flash_cpu.hpp"
 #endif
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// o = softmax(score(q, k)) v, tiled; lse (b, hq, sq) is optional. Same contract as
 /// dense_attention (GQA by shapes, any element types, fp32 math, a row with no
@@ -142,4 +142,4 @@ void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV,
 #endif
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

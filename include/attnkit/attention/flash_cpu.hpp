@@ -34,6 +34,7 @@
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/backend/cpu/tanh.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/softmax_state.hpp"
@@ -42,7 +43,7 @@
 
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
 /// K or V as (b, hkv, skv, d) strided memory; the same interface as paged_kv.
@@ -639,6 +640,6 @@ std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, const paged_kv<
   return detail::flash_cpu_plan<Arch>(s, backend.exec.concurrency(), detail::make_request(false, lse, kw)).bytes();
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE
 
 ATTNKIT_SIMD_END

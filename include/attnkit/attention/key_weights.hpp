@@ -25,11 +25,12 @@
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct key_weights {
   tensor_view<float, 3> out;                // (b, hq or hkv, skv); overwritten, 0 past a sequence's length
@@ -127,4 +128,4 @@ void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
     }
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

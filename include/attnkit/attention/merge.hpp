@@ -7,11 +7,12 @@
 #include <type_traits>
 
 #include "attnkit/attention/validate.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/softmax_state.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// o = merge of (o_a, lse_a) and (o_b, lse_b); lse, when given, gets the merged lse.
 /// o may alias o_a or o_b (and lse may alias lse_a or lse_b): each element is read before it is written.
@@ -60,4 +61,4 @@ void merge_states(tensor_view<TA, 4> o_a,             // (b, h, s, dv)
       }
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -5,11 +5,12 @@
 
 #include <cstdint>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
 /// Checks pool shape, page size (a power of two in 1..256), and that every table
@@ -48,4 +49,4 @@ void check_paged(const char* fn, const char* name, const paged_kv<T>& kv) {
 }
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

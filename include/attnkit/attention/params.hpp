@@ -19,9 +19,10 @@
 #include <limits>
 #include <optional>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct attention_params {
   /// A window edge with no limit.
@@ -37,4 +38,4 @@ struct attention_params {
   tensor_view<const float, 1> sink_logits;     ///< (hq) learned sink logit per query head; empty: off
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

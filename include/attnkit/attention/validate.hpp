@@ -9,11 +9,12 @@
 #include <type_traits>
 
 #include "attnkit/attention/params.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// The dimensions of one attention problem, read off validated views.
 struct attention_shape {
@@ -123,4 +124,4 @@ attention_shape check_attention_call(const char* fn, const tensor_view<TQ, 4>& q
 }
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -11,7 +11,7 @@
 #include "attnkit/attention/params.hpp"
 #include "attnkit/core/config.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// How a tile of (query rows) x (keys) relates to the mask; kernels skip empty tiles
 /// and drop per-element tests on full ones.
@@ -103,4 +103,4 @@ inline attention_variant make_variant(const attention_params& params, std::int64
   return v;
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

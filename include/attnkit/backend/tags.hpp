@@ -1,22 +1,50 @@
 // Backend policy tags: the last argument of a kernel call picks the implementation.
 #pragma once
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/workspace.hpp"
 
-namespace attnkit {
+#if ATTNKIT_HAS_XSIMD
+#include <xsimd/xsimd.hpp>
+#endif
+
+ATTNKIT_BEGIN_NAMESPACE
 
 /// Plain scalar C++: the algorithm as a reader should learn it, and the oracle's twin.
 struct reference {};
 
-/// SIMD kernels on xsimd::batch<float, Arch> (include attnkit/backend/cpu/arch.hpp
-/// for the arch list). `exec` runs the work items; `scratch` lends the kernel its
-/// workspace (size from the kernel's *_workspace_size), or stays empty and the
-/// kernel allocates per call.
+/// SIMD kernels on xsimd::batch<float, Arch> (xsimd::avx512bw, xsimd::fma3<xsimd::avx2>,
+/// or cpu_native below). `exec` runs the work items; `scratch` lends the kernel
+/// its workspace (size from the kernel's *_workspace_size), or stays empty and
+/// the kernel allocates per call. Arch must be one the translation unit is
+/// compiled for; cpu_dispatch picks one at run time instead.
 template <class Arch>
 struct cpu {
+#if ATTNKIT_HAS_XSIMD
+  static_assert(Arch::supported(),
+                "attnkit::cpu<Arch>: this translation unit is not compiled for Arch. Compile it with Arch's "
+                "flags (avx512bw: -mavx512f -mavx512cd -mavx512dq -mavx512bw; fma3<avx2>: -mavx2 -mfma -mf16c; "
+                "or -march=...), use attnkit::cpu_native (the best arch of these flags), or attnkit::cpu_dispatch "
+                "(attnkit/cpu_dispatch.hpp, the best arch of the running CPU)");
+#endif
   executor exec = default_executor();
   workspace scratch = {};
 };
 
-}  // namespace attnkit
+#if ATTNKIT_HAS_XSIMD
+/// cpu<Arch> for the best arch this translation unit's flags allow.
+using cpu_native = cpu<xsimd::default_arch>;
+#else
+/// Without xsimd the best backend compiled in is the reference.
+using cpu_native = reference;
+#endif
+
+/// The best cpu<Arch> the running CPU has, chosen at run time; its calls are
+/// declared in attnkit/cpu_dispatch.hpp and compiled by attnkit_add_cpu_dispatch().
+struct cpu_dispatch {
+  executor exec = default_executor();
+  workspace scratch = {};
+};
+
+ATTNKIT_END_NAMESPACE

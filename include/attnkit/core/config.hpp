@@ -5,6 +5,23 @@
 #define ATTNKIT_VERSION_MINOR 1
 #define ATTNKIT_VERSION_PATCH 0
 
+// Everything attnkit declares sits in an inline namespace named by
+// ATTNKIT_ARCH_NAMESPACE. Code sees plain attnkit::names; the linker sees one
+// copy per arch. A translation unit compiled with other arch flags than the
+// rest of its program (the ones attnkit_add_cpu_dispatch adds) defines it
+// first, so the linker can never hand an AVX-512 copy of a helper to the AVX2
+// path or to baseline code (the role of PyTorch's CPU_CAPABILITY and Highway's
+// HWY_NAMESPACE). Every other translation unit keeps the default.
+#if !defined(ATTNKIT_ARCH_NAMESPACE)
+#define ATTNKIT_ARCH_NAMESPACE native
+#endif
+#define ATTNKIT_BEGIN_NAMESPACE \
+  namespace attnkit {           \
+  inline namespace ATTNKIT_ARCH_NAMESPACE {
+#define ATTNKIT_END_NAMESPACE \
+  }                           \
+  }
+
 // Hooks that CUDA kernels call as well as host code carry this.
 #if defined(__CUDACC__)
 #define ATTNKIT_HOST_DEVICE __host__ __device__

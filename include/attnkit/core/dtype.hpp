@@ -12,7 +12,7 @@
 
 #include "attnkit/core/config.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 namespace detail {
 ATTNKIT_HOST_DEVICE inline std::uint32_t float_bits(float f) {
@@ -139,4 +139,4 @@ constexpr const char* dtype_name() {
   return "bf16";
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -16,7 +16,7 @@
 #include <cstdlib>
 #endif
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// Thrown on a shape, stride, dtype or parameter mistake. The message names the
 /// function, the argument, the expected and the actual value.
@@ -44,7 +44,7 @@ std::string concat(const Parts&... parts) {
 }
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE
 
 /// ATTNKIT_CHECK(cond, parts...): fail with the concatenated parts unless cond holds.
 #define ATTNKIT_CHECK(cond, ...)                              \

@@ -10,9 +10,10 @@
 
 #include <cstdint>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct block_table {
   tensor_view<const std::int32_t, 1> indptr;         // (b + 1), indptr[0] = 0, non-decreasing
@@ -46,4 +47,4 @@ struct paged_kv {
   }
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -11,13 +11,14 @@
 #include <functional>
 #include <utility>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 class executor {
  public:
@@ -101,4 +102,4 @@ void parallel_for_slots(const executor& exec, std::int64_t n, Task&& task) {
   });
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -12,7 +12,7 @@
 
 #include "attnkit/core/config.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// Running max m and running sum l = sum exp(s - m) over the scores seen so far.
 struct softmax_state {
@@ -52,4 +52,4 @@ ATTNKIT_HOST_DEVICE inline merge_weights merge_lse(float lse_a, float lse_b) {
   return {ea / sum, eb / sum, m + std::log(sum)};
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

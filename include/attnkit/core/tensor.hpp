@@ -10,10 +10,11 @@
 #include <new>
 #include <type_traits>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 inline constexpr std::size_t tensor_alignment = 64;
 
@@ -64,4 +65,4 @@ class tensor {
   std::int64_t size_ = 0;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

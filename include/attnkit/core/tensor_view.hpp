@@ -12,7 +12,7 @@
 
 #include "attnkit/core/config.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 template <class T, std::size_t Rank>
 class tensor_view {
@@ -105,4 +105,4 @@ ATTNKIT_HOST_DEVICE tensor_view<T, 1> slice_head(const tensor_view<T, 3>& v, std
   return tensor_view<T, 1>(&v(b, h, 0), {v.extent(2)}, {v.stride(2)});
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

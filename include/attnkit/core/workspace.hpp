@@ -7,9 +7,10 @@
 #include <memory>
 #include <new>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// A byte range the caller lends to a kernel call. Empty: the kernel allocates.
 struct workspace {
@@ -65,4 +66,4 @@ class scratch_arena {
 };
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

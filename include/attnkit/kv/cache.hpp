@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/paged_view.hpp"
@@ -32,7 +33,7 @@
 #include "attnkit/kv/rope.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct kv_cache_options {
   std::int64_t hkv = 0;        ///< KV heads, > 0
@@ -229,4 +230,4 @@ class kv_cache {
   std::vector<std::int32_t> indptr_, indices_, last_;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

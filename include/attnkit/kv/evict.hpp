@@ -10,9 +10,10 @@
 // when the policy wants them), then observe, then evict.
 #pragma once
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/kv/cache.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// Asks the policy what to keep and, if it evicts anything, compacts the cache
 /// and the policy's state alike. Returns whether the cache changed.
@@ -25,4 +26,4 @@ bool evict(kv_cache<T>& cache, Policy& policy) {
   return true;
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

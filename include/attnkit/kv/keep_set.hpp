@@ -15,10 +15,11 @@
 #include <optional>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct keep_set {
   std::vector<std::vector<std::int64_t>> heads;  // per KV head: increasing row indices
@@ -105,4 +106,4 @@ inline keep_set keep_all(const token_index& index) {
   return k;
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

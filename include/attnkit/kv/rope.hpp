@@ -14,10 +14,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 enum class rope_layout { half_split, interleaved };
 
@@ -79,4 +80,4 @@ void rope_rotate(T* row, std::int64_t d, double position, const rope& r) {
   rope_rotation(position, d, r).apply(row);
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

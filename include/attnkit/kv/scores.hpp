@@ -9,12 +9,13 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 class key_scores {
  public:
@@ -66,4 +67,4 @@ class key_scores {
   std::vector<std::vector<float>> s_;  // per head, one per cached row
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

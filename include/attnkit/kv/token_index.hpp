@@ -12,9 +12,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 enum class position_mode { original, in_cache };
 
@@ -69,4 +70,4 @@ class token_index {
   std::int64_t seen_ = 0;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

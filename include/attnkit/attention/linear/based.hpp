@@ -26,11 +26,12 @@
 #include "attnkit/backend/cpu/flush_denormals.hpp"
 #endif
 #include "attnkit/attention/params.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 enum class based_output { normalized, numerator };
 
@@ -161,4 +162,4 @@ class window_ring {
   tensor<T, 4> k_, v_;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -24,9 +24,11 @@
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/backend/cpu/transpose.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/config.hpp"
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit::detail {
+ATTNKIT_BEGIN_NAMESPACE
+namespace detail {
 
 /// Padded sizes and the scratch of one work item: q, k (C, dp); kt (dp, Cp);
 /// fq, fk (C, Dp); v, o (C, Vp); A (C, Cp); S (Dp, Vp); z (Dp); den (C).
@@ -146,5 +148,6 @@ struct based_call {
   }
 };
 
-}  // namespace attnkit::detail
+}  // namespace detail
+ATTNKIT_END_NAMESPACE
 ATTNKIT_SIMD_END

@@ -14,11 +14,12 @@
 #include <cstdint>
 
 #include "attnkit/attention/validate.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct linear_decay {
   tensor_view<const float, 1> per_head;     ///< (h) log decay of each head
@@ -111,4 +112,4 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
 }
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -10,11 +10,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 enum class taylor_map { full, symmetric };
 
@@ -59,4 +60,4 @@ void taylor_feature_map(tensor_view<T, 4> x, tensor_view<float, 4> out, taylor_m
         taylor_row([&](std::int64_t i) { return to_float(x(b, h, t, i)); }, d, map, &out(b, h, t, 0));
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -15,9 +15,10 @@
 #include <vector>
 
 #include "attnkit/attention/linear/linear.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// g = logsigmoid(x) / tau, elementwise, in place; fla's gate_logit_normalizer tau defaults to 16.
 inline void gla_log_gates(tensor_view<float, 4> x, float tau = 16.0f) {  // (b, h, t, K)
@@ -53,4 +54,4 @@ void gla_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
   linear_attention(q, k, v, o, decay, state, params, backend);
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -18,9 +18,10 @@
 #include <vector>
 
 #include "attnkit/attention/linear/linear.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// fla's rule for layer `layer` of `layers`: head 0 never decays.
 inline std::vector<float> lightning_log_decay_fla(std::int64_t heads, std::int64_t layer, std::int64_t layers) {
@@ -79,4 +80,4 @@ void lightning_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
   linear_attention(q, k, v, o, decay, state, params, backend);
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -26,6 +26,7 @@
 #include "attnkit/attention/linear/linear_params.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
@@ -34,7 +35,7 @@
 #include "attnkit/attention/linear/linear_cpu.hpp"
 #endif
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 namespace detail {
 
@@ -223,4 +224,4 @@ void linear_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV
 #endif
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -40,11 +40,12 @@
 #include "attnkit/backend/cpu/transpose.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "attnkit/backend/tags.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/workspace.hpp"
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 namespace detail {
 
@@ -464,5 +465,5 @@ void linear_attention(tensor_view<TQ, 4> q,  // (b, h, t, K)
   });
 }
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE
 ATTNKIT_SIMD_END

@@ -8,12 +8,13 @@
 
 #include "attnkit/attention/linear/decay.hpp"
 #include "attnkit/attention/validate.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/workspace.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct linear_params {
   std::optional<float> scale;  ///< multiplies q·k; unset: 1/sqrt(K). Finite.
@@ -95,4 +96,4 @@ linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, cons
 }
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

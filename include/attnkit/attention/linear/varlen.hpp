@@ -12,9 +12,10 @@
 
 #include "attnkit/attention/linear/linear.hpp"
 #include "attnkit/attention/validate.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 namespace detail {
 
@@ -115,4 +116,4 @@ void linear_attention_varlen(tensor_view<TQ, 4> q,  // (1, h, total, K)
 }
 #endif
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

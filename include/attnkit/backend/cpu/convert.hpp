@@ -7,11 +7,13 @@
 #include <cstdint>
 
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 namespace detail {
 
 template <class Arch, class T>
@@ -70,6 +72,7 @@ void widen_row(const T* src, std::int64_t n, float* dst, std::int64_t n_pad, flo
   for (; x < n_pad; ++x) dst[x] = 0.0f;
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE
 
 ATTNKIT_SIMD_END

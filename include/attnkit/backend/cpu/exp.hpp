@@ -18,10 +18,12 @@
 #include <limits>
 
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/config.hpp"
 
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 inline constexpr float exp_min_arg = -87.33654f;  // ln(FLT_MIN)
 inline constexpr float exp_max_arg = 88.37626f;   // 127.5 ln 2: 2^n stays a normal float
@@ -50,6 +52,7 @@ fbatch<Arch> exp(fbatch<Arch> x) {
   return xsimd::select(x > B(exp_max_arg), B(std::numeric_limits<float>::infinity()), y);
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE
 
 ATTNKIT_SIMD_END

@@ -14,11 +14,13 @@
 
 #include "attnkit/backend/cpu/exp.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/softmax_state.hpp"
 
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 template <class Arch>
 struct flash_tiling {
@@ -155,6 +157,7 @@ void scale_row(float* row, std::int64_t n, float alpha) {
   for (std::int64_t x = 0; x < n; x += lanes<Arch>) (B::load_aligned(row + x) * a).store_aligned(row + x);
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE
 
 ATTNKIT_SIMD_END

@@ -7,9 +7,12 @@
 
 #if defined(__SSE__) || defined(_M_X64)
 #include <xmmintrin.h>
+
+#include "attnkit/core/config.hpp"
 #endif
 
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 class flush_denormals {
  public:
@@ -25,4 +28,5 @@ class flush_denormals {
   flush_denormals& operator=(const flush_denormals&) = delete;
 };
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE

@@ -5,7 +5,10 @@
 
 #include <cstdint>
 
-namespace attnkit::simd {
+#include "attnkit/core/config.hpp"
+
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 /// Asks for the cache lines of row[0, n) to be brought towards L2.
 template <class T>
@@ -20,4 +23,5 @@ inline void prefetch_row(const T* row, std::int64_t n) {
 #endif
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE

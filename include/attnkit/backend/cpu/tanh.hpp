@@ -6,10 +6,12 @@
 
 #include "attnkit/backend/cpu/exp.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/config.hpp"
 
 ATTNKIT_SIMD_BEGIN
 
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 template <class Arch>
 fbatch<Arch> tanh(fbatch<Arch> x) {
@@ -25,6 +27,7 @@ fbatch<Arch> tanh(fbatch<Arch> x) {
   return xsimd::select(t < B(0.25f), small, xsimd::copysign(big, x));
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE
 
 ATTNKIT_SIMD_END

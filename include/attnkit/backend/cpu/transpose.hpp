@@ -9,9 +9,11 @@
 #include <type_traits>
 
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
+#include "attnkit/core/config.hpp"
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 namespace detail {
 
@@ -67,5 +69,6 @@ void transpose(const float* src, std::int64_t lds, std::int64_t rows, std::int64
     }
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE
 ATTNKIT_SIMD_END

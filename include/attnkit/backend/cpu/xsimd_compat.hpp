@@ -6,6 +6,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attnkit/core/config.hpp"
+
 // GCC 12 reports the don't-care operands (_mm512_undefined_*) of AVX-512
 // intrinsics as (maybe-)uninitialized once they are inlined into a kernel
 // (GCC PR105593). Every header that holds SIMD code wraps itself in these.
@@ -22,7 +24,8 @@
 
 
 ATTNKIT_SIMD_BEGIN
-namespace attnkit::simd {
+ATTNKIT_BEGIN_NAMESPACE
+namespace simd {
 
 template <class Arch>
 using fbatch = xsimd::batch<float, Arch>;
@@ -129,6 +132,7 @@ fbatch<Arch> transpose_sum(const fbatch<Arch>* rows) {
   return detail::transpose_sum<Arch>(rows, Arch{});
 }
 
-}  // namespace attnkit::simd
+}  // namespace simd
+ATTNKIT_END_NAMESPACE
 
 ATTNKIT_SIMD_END

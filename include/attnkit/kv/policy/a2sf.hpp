@@ -14,12 +14,13 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/policy/budget.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 class a2sf : public detail::scored_policy {
  public:
@@ -46,4 +47,4 @@ class a2sf : public detail::scored_policy {
   float alpha_;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

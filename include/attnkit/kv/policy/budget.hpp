@@ -8,12 +8,13 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/scores.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct budget_options {
   std::int64_t budget = 0;            ///< rows kept per KV head after an eviction, >= sinks + recent
@@ -54,4 +55,4 @@ class scored_policy {
 };
 
 }  // namespace detail
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

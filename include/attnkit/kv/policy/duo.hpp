@@ -23,12 +23,13 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 /// Gates of every (layer, KV head), row-major.
 struct duo_gates {
@@ -139,4 +140,4 @@ class duo_attention {
   duo_options o_;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -13,11 +13,12 @@
 #include <cstdint>
 #include <utility>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/policy/budget.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 class h2o : public detail::scored_policy {
  public:
@@ -29,4 +30,4 @@ class h2o : public detail::scored_policy {
   }
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -15,13 +15,14 @@
 #include <optional>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/scores.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 enum class snapkv_pooling { avg, max };
 
@@ -86,4 +87,4 @@ class snapkv {
   bool done_ = false;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

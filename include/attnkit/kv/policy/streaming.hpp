@@ -13,12 +13,13 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct streaming_options {
   std::int64_t sinks = 4;             ///< the paper's default
@@ -53,4 +54,4 @@ class streaming_llm {
   streaming_options o_;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE

@@ -13,13 +13,14 @@
 #include <utility>
 #include <vector>
 
+#include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/scores.hpp"
 #include "attnkit/kv/token_index.hpp"
 
-namespace attnkit {
+ATTNKIT_BEGIN_NAMESPACE
 
 struct tova_options {
   std::int64_t cache_size = 0;  ///< rows kept, > sinks + recent of keep
@@ -73,4 +74,4 @@ class tova {
   key_scores scores_;
 };
 
-}  // namespace attnkit
+ATTNKIT_END_NAMESPACE
