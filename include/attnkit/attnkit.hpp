@@ -43,5 +43,6 @@
 // Composes the two wings: flash_attention over a kv_cache.
 #include "attnkit/cached_attention.hpp"
 
-// Run-time arch dispatch (attnkit/backend/cpu/dispatch.hpp) is included on its
-// own: it needs the per-arch translation units of attnkit_add_cpu_dispatch().
+// Run-time arch dispatch (attnkit/cpu_dispatch.hpp) is included on its own: a
+// program that calls it links the per-arch translation units that
+// attnkit_add_cpu_dispatch() adds.

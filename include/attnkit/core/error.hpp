@@ -2,7 +2,10 @@
 //
 // A failed check throws attnkit::error (or, with ATTNKIT_NO_EXCEPTIONS, prints the
 // message and aborts). Checks run before any output is written and are never
-// compiled out: they cost O(1) per call, not per element.
+// compiled out. Two tiers: metadata checks (shapes, strides, parameters) cost
+// O(1) per call; content checks read what a call is given and cost O(n) in it
+// (page tables and their ids, linear-attention gates, cu_seqlens), each
+// documented where it is made.
 #pragma once
 
 #include <sstream>

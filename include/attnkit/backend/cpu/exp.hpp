@@ -7,7 +7,7 @@
 // Taylor polynomial (truncation error below 3e-9 on that interval) in Horner
 // form with FMAs. 2^n is built directly in the exponent bits.
 //
-// Error contract, checked by tests/backend/test_cpu_exp.cpp over every 61st
+// Error contract, checked by tests/backend/test_cpu_simd.cpp over every 61st
 // float of the range (max seen: 7.7e-8): relative error <= 1.2e-7 (1 ulp) for x
 // in [exp_min_arg, exp_max_arg], which covers the softmax's x <= 0 down to FLT_MIN.
 // Below exp_min_arg the result is 0 (the true value is below FLT_MIN), above
@@ -31,7 +31,7 @@ inline constexpr float exp_max_arg = 88.37626f;   // 127.5 ln 2: 2^n stays a nor
 template <class Arch>
 fbatch<Arch> exp(fbatch<Arch> x) {
   using B = fbatch<Arch>;
-  using I = xsimd::batch<std::int32_t, Arch>;
+  using I = xsimd::batch<std::int32_t, compiled_arch<Arch>>;
   const B magic(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
   const B t = xsimd::fma(x, B(1.44269504088896341f), magic);
   const B n = t - magic;

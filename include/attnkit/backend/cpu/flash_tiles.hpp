@@ -123,7 +123,7 @@ float softmax_step(float* s, std::int64_t n, softmax_state& st) {
   constexpr float neg_inf = -std::numeric_limits<float>::infinity();
   B mx(neg_inf);
   for (std::int64_t c = 0; c < n; c += L) mx = xsimd::max(mx, B::load_aligned(s + c));
-  const float alpha = st.rescale(reduce_max(mx));
+  const float alpha = st.rescale(reduce_max<Arch>(mx));
   if (st.m == neg_inf) {  // nothing visible yet: every weight is 0
     for (std::int64_t c = 0; c < n; c += L) B(0.0f).store_aligned(s + c);
     return alpha;
@@ -135,7 +135,7 @@ float softmax_step(float* s, std::int64_t n, softmax_state& st) {
     w.store_aligned(s + c);
     sum += w;
   }
-  st.l += reduce_add(sum);
+  st.l += reduce_add<Arch>(sum);
   return alpha;
 }
 

@@ -4,6 +4,8 @@
 // reduce_max that 8.1 lacks.
 #pragma once
 
+#include <type_traits>
+
 #include <xsimd/xsimd.hpp>
 
 #include "attnkit/core/config.hpp"
@@ -27,8 +29,14 @@ ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace simd {
 
+/// Arch itself when the translation unit is compiled for it. Otherwise cpu<Arch>
+/// has already failed its static_assert (backend/tags.hpp), and the kernels
+/// compile on the default arch instead, so that assert is the only error shown.
 template <class Arch>
-using fbatch = xsimd::batch<float, Arch>;
+using compiled_arch = std::conditional_t<Arch::supported(), Arch, xsimd::default_arch>;
+
+template <class Arch>
+using fbatch = xsimd::batch<float, compiled_arch<Arch>>;
 
 /// floats per register of Arch.
 template <class Arch>
