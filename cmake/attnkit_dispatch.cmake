@@ -11,10 +11,15 @@
 # helper into another arch's path. The units come lowest arch first: where the
 # standard library's inline functions are instantiated in several of them, the
 # linker keeps the first copy, which every dispatched CPU can run.
+#
+# ATTNKIT_DISPATCH_AVX2_FLAGS and ATTNKIT_DISPATCH_AVX512_FLAGS are each arch's flags.
+set(ATTNKIT_DISPATCH_AVX2_FLAGS -mavx2 -mfma -mf16c)
+set(ATTNKIT_DISPATCH_AVX512_FLAGS ${ATTNKIT_DISPATCH_AVX2_FLAGS} -mavx512f -mavx512cd -mavx512dq -mavx512bw)
+
 function(attnkit_add_cpu_dispatch target)
   set(archs avx2 avx512)
-  set(avx2_flags -mavx2 -mfma -mf16c)
-  set(avx512_flags -mavx2 -mfma -mf16c -mavx512f -mavx512cd -mavx512dq -mavx512bw)
+  set(avx2_flags ${ATTNKIT_DISPATCH_AVX2_FLAGS})
+  set(avx512_flags ${ATTNKIT_DISPATCH_AVX512_FLAGS})
   foreach(arch IN LISTS archs)
     set(source ${CMAKE_CURRENT_BINARY_DIR}/${target}_attnkit_dispatch_${arch}.cpp)
     file(CONFIGURE OUTPUT ${source} CONTENT

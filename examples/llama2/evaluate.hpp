@@ -146,10 +146,10 @@ inline eval_report run_evaluation(const model& m, const tokenizer& tok, const ev
     double seconds = 0, agree = 0;
     std::int64_t steps = 0, scored = 0;
     const bool count_kept = label == "h2o" && spec.budget == setup.budgets.front();
+    const std::int64_t recent = spec.budget / 2;  // a plain local: C++17 lambdas cannot capture a binding
     for (std::size_t i = 0; i < rep.texts.size(); ++i) {
       const std::vector<int>& text = rep.texts[i];
       const auto count = [&](const engine& e) {
-        const std::int64_t recent = spec.budget / 2;
         for (int l = 0; l < m.cfg.n_layers; ++l)
           for (int g = 0; g < m.cfg.n_kv_heads; ++g) {
             const token_index& index = e.cache(l).index();

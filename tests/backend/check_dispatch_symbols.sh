@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # check_dispatch_symbols.sh BINARY "OBJECTS" — for a program built with
 # attnkit_add_cpu_dispatch (OBJECTS: its object files, ';' or ' ' separated):
-#  1. nm: no weak (inline or template) symbol of attnkit or xsimd is defined in
-#     both the AVX2 and the AVX-512 object, so the linker cannot hand one
-#     arch's copy to the other. Shared standard-library symbols are listed.
+#  1. nm: no weak function (inline or template) of attnkit or xsimd is defined
+#     in both the AVX2 and the AVX-512 object, so the linker cannot hand one
+#     arch's copy to the other. Shared standard-library functions are listed.
+#     Weak data (typeinfo, the guard of a static) holds no instructions.
 #  2. objdump: in the linked program, AVX-512 instructions appear only in
-#     functions of the AVX-512 path and VEX (AVX) instructions only in functions
-#     of the two SIMD paths, so baseline code and the AVX2 path run on CPUs
-#     without them, whichever copy of a shared symbol the linker kept.
+#     global and weak functions of the AVX-512 path and VEX (AVX) instructions
+#     only in those of the two SIMD paths, so baseline code and the AVX2 path
+#     run on CPUs without them, whichever copy of a shared symbol the linker
+#     kept. (Local functions, such as clang's .omp_outlined., cannot be shared
+#     between objects; they are called only from their own object's code.)
 set -euo pipefail
 binary=$1
 objects=$(echo "${*:2}" | tr ';' ' ')
 avx2_obj=$(printf '%s\n' $objects | grep '_attnkit_dispatch_avx2\.cpp\.o$')
 avx512_obj=$(printf '%s\n' $objects | grep '_attnkit_dispatch_avx512\.cpp\.o$')
 
-weak() { nm -C --defined-only "$1" | awk '$2 ~ /^[WVu]$/ { $1 = ""; $2 = ""; sub(/^  /, ""); print }' | sort -u; }
+weak() { nm -C --defined-only "$1" | awk '$2 == "W" { $1 = ""; $2 = ""; sub(/^  /, ""); print }' | sort -u; }
 shared=$(comm -12 <(weak "$avx2_obj") <(weak "$avx512_obj"))
 ours=$(grep -E 'attnkit|xsimd' <<<"$shared" || true)
-echo "weak symbols in both arch objects: $(grep -c . <<<"$shared" || true), of attnkit or xsimd: $(grep -c . <<<"$ours" || true)"
+echo "weak functions in both arch objects: $(grep -c . <<<"$shared" || true), of attnkit or xsimd: $(grep -c . <<<"$ours" || true)"
 grep -vE 'attnkit|xsimd' <<<"$shared" | sed 's/^/  standard library: /' || true
 if [ -n "$ours" ]; then
   echo "FAILED: attnkit or xsimd symbols defined in both arch objects:"
@@ -27,9 +30,13 @@ fi
 
 avx512_path='dispatch_avx512|xsimd::avx512|dispatch_abi::isa\)1'
 simd_path="$avx512_path|dispatch_avx2|xsimd::avx2|xsimd::fma3<xsimd::avx2>|dispatch_abi::isa\\)0"
-objdump -d -C --no-show-raw-insn "$binary" | awk -v avx512="$avx512_path" -v simd="$simd_path" '
+globals=$(mktemp)
+trap 'rm -f "$globals"' EXIT
+nm -C --defined-only "$binary" | awk '$2 ~ /^[TW]$/ { $1 = ""; $2 = ""; sub(/^  /, ""); print }' >"$globals"
+objdump -d -C --no-show-raw-insn "$binary" | awk -v avx512="$avx512_path" -v simd="$simd_path" -v globals="$globals" '
+  BEGIN { while ((getline name < globals) > 0) global[name] = 1 }
   /^[0-9a-f]+ <.*>:$/ { fn = substr($0, index($0, "<") + 1); sub(/>:$/, "", fn); next }
-  /^ +[0-9a-f]+:\t/ {
+  /^ +[0-9a-f]+:\t/ && (fn in global) {
     insn = $0; sub(/^ +[0-9a-f]+:\t/, "", insn)
     if (insn ~ /zmm|%k[1-7]/ && fn !~ avx512) { bad[fn] = "AVX-512: " insn }
     else if ((insn ~ /^v[a-z]/ || insn ~ /ymm/) && fn !~ simd) { bad[fn] = "AVX: " insn }

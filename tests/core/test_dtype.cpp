@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #endif
 
+#include "attnkit/backend/cpu/cpu_features.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "support/random.hpp"
 
@@ -148,11 +149,11 @@ TEST(Dtype, HalfKnownValues) {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target("f16c"))) std::uint16_t f16c_round(float x) {
-  return static_cast<std::uint16_t>(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
+  return static_cast<std::uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT), 0));
 }
 
 TEST(Dtype, HalfAgreesWithF16cHardware) {
-  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "CPU has no F16C";
+  if (!detect_cpu_features().f16c) GTEST_SKIP() << "CPU has no F16C";
   const std::uint64_t seed = test::fresh_seed();
   SCOPED_TRACE(test::seed_note(seed));
   std::mt19937_64 rng(seed);
