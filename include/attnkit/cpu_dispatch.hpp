@@ -109,8 +109,9 @@ struct call {
   const void* args;  // the op's argument struct (detail::dispatch), read through its bytes
   void* scratch;     // the caller's workspace, or null
   std::size_t scratch_bytes;
+  int exec_kind;     // the caller's executor: executor::kind as an int
   int concurrency;   // of the caller's executor
-  const void* exec;  // the caller's executor, run by parallel_for
+  const void* exec;  // the caller's executor, run by parallel_for when it is custom
   void (*parallel_for)(const void* exec, std::int64_t n, void (*task)(const void* ctx, std::int64_t i),
                        const void* ctx);
   void (*raise)(const char* message);  // throws the caller's attnkit::error with this what(); never returns
@@ -241,8 +242,14 @@ std::size_t dispatch(const char* fn, const Args& args, const cpu_dispatch& backe
   static_assert(dispatch_abi::is_dispatched<Op, Types>);  // each front names the types in its own message
   const dispatch_choice& choice = chosen_isa();
   ATTNKIT_CHECK(choice.ok, fn, ": ", choice.why);
-  const dispatch_abi::call c{&args,  backend.scratch.data, backend.scratch.bytes, backend.exec.concurrency(),
-                             &backend.exec, &run_items, &raise_error};
+  const dispatch_abi::call c{&args,
+                             backend.scratch.data,
+                             backend.scratch.bytes,
+                             static_cast<int>(backend.exec.runs_on()),
+                             backend.exec.concurrency(),
+                             &backend.exec,
+                             &run_items,
+                             &raise_error};
   if (choice.isa == dispatch_abi::isa::avx512) return dispatch_abi::run<dispatch_abi::isa::avx512, Op, Types>(c);
   return dispatch_abi::run<dispatch_abi::isa::avx2, Op, Types>(c);
 }

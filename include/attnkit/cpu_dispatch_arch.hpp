@@ -65,8 +65,15 @@ Args read_args(const void* bytes) {
   return a;
 }
 
-/// An executor that hands every parallel loop back to the caller's executor.
+/// The caller's executor on this side: serial and OpenMP ones are made anew (the
+/// same team size, the same OpenMP runtime), so the kernel runs exactly as a
+/// direct cpu<Arch> call would; a custom one gets every parallel loop handed
+/// back to the caller's parallel_for.
 inline executor caller_executor(const dispatch_abi::call& c) {
+  if (c.exec_kind == static_cast<int>(executor::kind::serial)) return executor::serial();
+#if defined(_OPENMP)
+  if (c.exec_kind == static_cast<int>(executor::kind::openmp)) return executor::openmp(c.concurrency);
+#endif
   return executor::custom(c.concurrency, [&c](std::int64_t n, const std::function<void(std::int64_t)>& task) {
     c.parallel_for(
         c.exec, n, [](const void* t, std::int64_t i) { (*static_cast<const std::function<void(std::int64_t)>*>(t))(i); },

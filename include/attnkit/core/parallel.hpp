@@ -22,6 +22,9 @@ ATTNKIT_BEGIN_NAMESPACE
 
 class executor {
  public:
+  /// Where the work items run.
+  enum class kind { serial, openmp, custom };
+
   /// A caller's parallel loop: run task(i) once for every i in [0, n), then return.
   using runner = std::function<void(std::int64_t n, const std::function<void(std::int64_t)>& task)>;
 
@@ -46,6 +49,9 @@ class executor {
   /// How many tasks may run at once.
   int concurrency() const { return concurrency_; }
 
+  /// Serial, an OpenMP team, or the caller's parallel_for.
+  kind runs_on() const { return kind_; }
+
   /// Runs task(i) for each i in [0, n) exactly once; returns when all are done.
   template <class Task>
   void parallel_for(std::int64_t n, Task&& task) const {
@@ -65,7 +71,6 @@ class executor {
   }
 
  private:
-  enum class kind { serial, openmp, custom };
   executor(kind k, int concurrency, runner run) : kind_(k), concurrency_(concurrency), run_(std::move(run)) {}
 
   kind kind_;

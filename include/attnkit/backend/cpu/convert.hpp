@@ -17,7 +17,7 @@ namespace simd {
 namespace detail {
 
 template <class Arch, class T>
-fbatch<Arch> widen(const T* p, const xsimd::generic&) {
+ATTNKIT_INLINE fbatch<Arch> widen(const T* p, const xsimd::generic&) {
   alignas(64) float t[lanes<Arch>];
   for (int i = 0; i < lanes<Arch>; ++i) t[i] = to_float(p[i]);
   return fbatch<Arch>::load_aligned(t);
@@ -25,11 +25,11 @@ fbatch<Arch> widen(const T* p, const xsimd::generic&) {
 
 #if XSIMD_WITH_AVX512F
 template <class Arch>
-fbatch<Arch> widen(const half* p, const xsimd::avx512f&) {
+ATTNKIT_INLINE fbatch<Arch> widen(const half* p, const xsimd::avx512f&) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 template <class Arch>
-fbatch<Arch> widen(const bfloat16* p, const xsimd::avx512f&) {
+ATTNKIT_INLINE fbatch<Arch> widen(const bfloat16* p, const xsimd::avx512f&) {
   const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
 }
@@ -38,12 +38,12 @@ fbatch<Arch> widen(const bfloat16* p, const xsimd::avx512f&) {
 #if XSIMD_WITH_AVX2
 #if defined(__F16C__)
 template <class Arch>
-fbatch<Arch> widen(const half* p, const xsimd::avx2&) {
+ATTNKIT_INLINE fbatch<Arch> widen(const half* p, const xsimd::avx2&) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 #endif
 template <class Arch>
-fbatch<Arch> widen(const bfloat16* p, const xsimd::avx2&) {
+ATTNKIT_INLINE fbatch<Arch> widen(const bfloat16* p, const xsimd::avx2&) {
   const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
 }
@@ -53,11 +53,11 @@ fbatch<Arch> widen(const bfloat16* p, const xsimd::avx2&) {
 
 /// lanes<Arch> values from p, widened to fp32.
 template <class Arch>
-fbatch<Arch> load_widen(const float* p) {
+ATTNKIT_INLINE fbatch<Arch> load_widen(const float* p) {
   return fbatch<Arch>::load_unaligned(p);
 }
 template <class Arch, class T>
-fbatch<Arch> load_widen(const T* p) {
+ATTNKIT_INLINE fbatch<Arch> load_widen(const T* p) {
   return detail::widen<Arch>(p, Arch{});
 }
 

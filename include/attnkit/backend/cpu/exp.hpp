@@ -29,7 +29,7 @@ inline constexpr float exp_min_arg = -87.33654f;  // ln(FLT_MIN)
 inline constexpr float exp_max_arg = 88.37626f;   // 127.5 ln 2: 2^n stays a normal float
 
 template <class Arch>
-fbatch<Arch> exp(fbatch<Arch> x) {
+ATTNKIT_INLINE fbatch<Arch> exp(fbatch<Arch> x) {
   using B = fbatch<Arch>;
   using I = xsimd::batch<std::int32_t, compiled_arch<Arch>>;
   const B magic(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits

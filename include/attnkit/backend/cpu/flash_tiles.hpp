@@ -55,7 +55,7 @@ void for_row_blocks(std::int64_t rows, F&& f) {
 /// a[r * lda + k], or a[k * lda + r] when ATransposed; b's rows ldb apart; c is
 /// aligned, rows ldc apart.
 template <class Arch, int MR, int NV, bool Accumulate, bool ATransposed = false>
-void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, std::int64_t steps, float* c,
+ATTNKIT_INLINE void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, std::int64_t steps, float* c,
                 std::int64_t ldc) {
   using B = fbatch<Arch>;
   constexpr int L = lanes<Arch>;
@@ -117,7 +117,7 @@ void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* 
 /// them by their weights exp(s - m). Returns the factor by which the row's earlier
 /// accumulator must be scaled.
 template <class Arch>
-float softmax_step(float* s, std::int64_t n, softmax_state& st) {
+ATTNKIT_INLINE float softmax_step(float* s, std::int64_t n, softmax_state& st) {
   using B = fbatch<Arch>;
   constexpr int L = lanes<Arch>;
   constexpr float neg_inf = -std::numeric_limits<float>::infinity();
@@ -142,7 +142,7 @@ float softmax_step(float* s, std::int64_t n, softmax_state& st) {
 /// sum[0, n) += weight * exp(s - lse), n a multiple of lanes: scores turned into
 /// normalized weights and added up (key_weights.hpp). lse must be finite.
 template <class Arch>
-void add_weights(const float* s, std::int64_t n, float lse, float weight, float* sum) {
+ATTNKIT_INLINE void add_weights(const float* s, std::int64_t n, float lse, float weight, float* sum) {
   using B = fbatch<Arch>;
   const B m(lse), w(weight);
   for (std::int64_t c = 0; c < n; c += lanes<Arch>)
@@ -151,7 +151,7 @@ void add_weights(const float* s, std::int64_t n, float lse, float weight, float*
 
 /// row[0, n) *= alpha, n a multiple of lanes.
 template <class Arch>
-void scale_row(float* row, std::int64_t n, float alpha) {
+ATTNKIT_INLINE void scale_row(float* row, std::int64_t n, float alpha) {
   using B = fbatch<Arch>;
   const B a(alpha);
   for (std::int64_t x = 0; x < n; x += lanes<Arch>) (B::load_aligned(row + x) * a).store_aligned(row + x);

@@ -14,7 +14,7 @@ ATTNKIT_BEGIN_NAMESPACE
 namespace simd {
 
 template <class Arch>
-fbatch<Arch> tanh(fbatch<Arch> x) {
+ATTNKIT_INLINE fbatch<Arch> tanh(fbatch<Arch> x) {
   using B = fbatch<Arch>;
   const B t = xsimd::abs(x);
   const B x2 = x * x;

@@ -43,12 +43,12 @@ template <class Arch>
 inline constexpr int lanes = static_cast<int>(fbatch<Arch>::size);
 
 template <class Arch>
-fbatch<Arch> load(const float* p) {
+ATTNKIT_INLINE fbatch<Arch> load(const float* p) {
   return fbatch<Arch>::load_unaligned(p);
 }
 
 template <class Arch>
-void store(float* p, fbatch<Arch> x) {
+ATTNKIT_INLINE void store(float* p, fbatch<Arch> x) {
   x.store_unaligned(p);
 }
 
@@ -63,7 +63,7 @@ fbatch<Arch> lane_index() {
 namespace detail {
 
 template <class Arch>
-float reduce_add(fbatch<Arch> x, const xsimd::generic&) {
+ATTNKIT_INLINE float reduce_add(fbatch<Arch> x, const xsimd::generic&) {
 #if XSIMD_VERSION_MAJOR >= 9
   return xsimd::reduce_add(x);
 #else
@@ -72,7 +72,7 @@ float reduce_add(fbatch<Arch> x, const xsimd::generic&) {
 }
 
 template <class Arch>
-float reduce_max(fbatch<Arch> x, const xsimd::generic&) {
+ATTNKIT_INLINE float reduce_max(fbatch<Arch> x, const xsimd::generic&) {
   alignas(64) float t[lanes<Arch>];
   x.store_aligned(t);
   float m = t[0];
@@ -82,11 +82,11 @@ float reduce_max(fbatch<Arch> x, const xsimd::generic&) {
 
 #if XSIMD_WITH_AVX512F
 template <class Arch>
-float reduce_add(fbatch<Arch> x, const xsimd::avx512f&) {
+ATTNKIT_INLINE float reduce_add(fbatch<Arch> x, const xsimd::avx512f&) {
   return _mm512_reduce_add_ps(x);
 }
 template <class Arch>
-float reduce_max(fbatch<Arch> x, const xsimd::avx512f&) {
+ATTNKIT_INLINE float reduce_max(fbatch<Arch> x, const xsimd::avx512f&) {
   return _mm512_reduce_max_ps(x);
 }
 #endif
@@ -94,12 +94,12 @@ float reduce_max(fbatch<Arch> x, const xsimd::avx512f&) {
 }  // namespace detail
 
 template <class Arch>
-float reduce_add(fbatch<Arch> x) {
+ATTNKIT_INLINE float reduce_add(fbatch<Arch> x) {
   return detail::reduce_add<Arch>(x, Arch{});
 }
 
 template <class Arch>
-float reduce_max(fbatch<Arch> x) {
+ATTNKIT_INLINE float reduce_max(fbatch<Arch> x) {
   return detail::reduce_max<Arch>(x, Arch{});
 }
 
