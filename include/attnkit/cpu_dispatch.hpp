@@ -137,22 +137,15 @@ using types_of = dispatch_abi::types<dtype_of<Ts>...>;
 // Argument structs, one per op family. Both sides compile these same
 // definitions in their own namespace, so their layouts are identical; the arch
 // side copies the caller's bytes into its own (cpu_dispatch_arch.hpp).
-template <class TQ, class TKV, class TO>
-struct flash_args {
-  tensor_view<const TQ, 4> q;   // (b, hq, sq, d)
-  tensor_view<const TKV, 4> k;  // (b, hkv, skv, d)
-  tensor_view<const TKV, 4> v;  // (b, hkv, skv, dv)
-  tensor_view<TO, 4> o;         // (b, hq, sq, dv)
-  attention_params params;
-  tensor_view<float, 3> lse;    // (b, hq, sq) or empty
-  key_weights kw;
-};
+template <class T>
+using view4 = tensor_view<T, 4>;
 
-template <class TQ, class TKV, class TO>
-struct paged_flash_args {
+/// KV is view4 (strided keys and values) or paged_kv.
+template <class TQ, class TKV, class TO, template <class> class KV>
+struct flash_args {
   tensor_view<const TQ, 4> q;  // (b, hq, sq, d)
-  paged_kv<const TKV> k;       // pages (num_pages, hkv, page_size, d)
-  paged_kv<const TKV> v;       // pages (num_pages, hkv, page_size, dv)
+  KV<const TKV> k;             // (b, hkv, skv, d), or pages (num_pages, hkv, page_size, d)
+  KV<const TKV> v;             // (b, hkv, skv, dv), or pages (num_pages, hkv, page_size, dv)
   tensor_view<TO, 4> o;        // (b, hq, sq, dv)
   attention_params params;
   tensor_view<float, 3> lse;   // (b, hq, sq) or empty
@@ -263,6 +256,35 @@ paged_kv<const std::remove_const_t<T>> as_const(const paged_kv<T>& kv) {
   return {kv.pages, kv.table};
 }
 
+/// A flash call's keys and values: strided views or a paged cache, each with its ops and argument struct.
+template <class KS>
+struct kv_form;
+template <class T>
+struct kv_form<tensor_view<T, 4>> {
+  using element = std::remove_const_t<T>;
+  static constexpr dispatch_abi::op run = dispatch_abi::op::flash, size = dispatch_abi::op::flash_workspace;
+  template <class TQ, class TO>
+  using args = flash_args<TQ, element, TO, view4>;
+};
+template <class T>
+struct kv_form<paged_kv<T>> {
+  using element = std::remove_const_t<T>;
+  static constexpr dispatch_abi::op run = dispatch_abi::op::flash_paged, size = dispatch_abi::op::flash_paged_workspace;
+  template <class TQ, class TO>
+  using args = flash_args<TQ, element, TO, paged_kv>;
+};
+
+/// flash_attention (Size false) or its workspace query (Size true), for either form of keys.
+template <bool Size, class TQ, class KS, class VS, class TO>
+std::size_t flash_front(const char* fn, const tensor_view<TQ, 4>& q, const KS& k, const VS& v,
+                        const tensor_view<TO, 4>& o, const attention_params& params,
+                        const tensor_view<float, 3>& lse, const key_weights& kw, const cpu_dispatch& backend) {
+  using form = kv_form<KS>;
+  const typename form::template args<std::remove_const_t<TQ>, TO> args{as_const(q), as_const(k), as_const(v),
+                                                                       o, params, lse, kw};
+  return dispatch<Size ? form::size : form::run, types_of<TQ, typename form::element, TO>>(fn, args, backend);
+}
+
 template <class TQ, class TK, class TV, class TO>
 inline constexpr bool attention_dispatched =
     std::is_same_v<std::remove_const_t<TK>, std::remove_const_t<TV>> &&
@@ -298,10 +320,7 @@ void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV,
                      const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw,
                      const cpu_dispatch& backend) {
   ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, TO);
-  using namespace detail::dispatch;
-  const flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, TO> args{
-      as_const(q), as_const(k), as_const(v), o, params, lse, kw};
-  dispatch<dispatch_abi::op::flash, types_of<TQ, TK, TO>>("flash_attention", args, backend);
+  detail::dispatch::flash_front<false>("flash_attention", q, k, v, o, params, lse, kw, backend);
 }
 
 template <class TQ, class TK, class TV, class TO>
@@ -316,10 +335,7 @@ void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv
                      const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw,
                      const cpu_dispatch& backend) {
   ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, TO);
-  using namespace detail::dispatch;
-  const paged_flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, TO> args{
-      as_const(q), as_const(k), as_const(v), o, params, lse, kw};
-  dispatch<dispatch_abi::op::flash_paged, types_of<TQ, TK, TO>>("flash_attention", args, backend);
+  detail::dispatch::flash_front<false>("flash_attention", q, k, v, o, params, lse, kw, backend);
 }
 
 template <class TQ, class TK, class TV, class TO>
@@ -347,11 +363,8 @@ std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, tensor_view<TK,
                                            const cpu_dispatch& backend, tensor_view<float, 3> lse = {},
                                            const key_weights& kw = {}) {
   ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, float);
-  using namespace detail::dispatch;
-  const flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, float> args{
-      as_const(q), as_const(k), as_const(v), {}, {}, lse, kw};
-  return dispatch<dispatch_abi::op::flash_workspace, types_of<TQ, TK, float>>("flash_attention_workspace_size",
-                                                                              args, backend);
+  return detail::dispatch::flash_front<true>("flash_attention_workspace_size", q, k, v, tensor_view<float, 4>{}, {},
+                                             lse, kw, backend);
 }
 
 /// Scratch bytes of the paged flash_attention call on the arch chosen here.
@@ -360,11 +373,8 @@ std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, const paged_kv<
                                            const cpu_dispatch& backend, tensor_view<float, 3> lse = {},
                                            const key_weights& kw = {}) {
   ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, float);
-  using namespace detail::dispatch;
-  const paged_flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, float> args{
-      as_const(q), as_const(k), as_const(v), {}, {}, lse, kw};
-  return dispatch<dispatch_abi::op::flash_paged_workspace, types_of<TQ, TK, float>>(
-      "flash_attention_workspace_size", args, backend);
+  return detail::dispatch::flash_front<true>("flash_attention_workspace_size", q, k, v, tensor_view<float, 4>{}, {},
+                                             lse, kw, backend);
 }
 
 /// linear_attention on the best arch of this CPU (lightning_attention and

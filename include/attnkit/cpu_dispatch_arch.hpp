@@ -87,16 +87,16 @@ std::size_t run_op(const dispatch_abi::call& c, dispatch_abi::types<D...>) {
   using dispatch_abi::op;
   const cpu<Arch> be{caller_executor(c), workspace{c.scratch, c.scratch_bytes}};
   if constexpr (Op == op::flash) {
-    const auto a = read_args<flash_args<element_t<D>...>>(c.args);
+    const auto a = read_args<flash_args<element_t<D>..., view4>>(c.args);
     flash_attention(a.q, a.k, a.v, a.o, a.params, a.lse, a.kw, be);
   } else if constexpr (Op == op::flash_paged) {
-    const auto a = read_args<paged_flash_args<element_t<D>...>>(c.args);
+    const auto a = read_args<flash_args<element_t<D>..., paged_kv>>(c.args);
     flash_attention(a.q, a.k, a.v, a.o, a.params, a.lse, a.kw, be);
   } else if constexpr (Op == op::flash_workspace) {
-    const auto a = read_args<flash_args<element_t<D>...>>(c.args);
+    const auto a = read_args<flash_args<element_t<D>..., view4>>(c.args);
     return flash_attention_workspace_size(a.q, a.k, a.v, be, a.lse, a.kw);
   } else if constexpr (Op == op::flash_paged_workspace) {
-    const auto a = read_args<paged_flash_args<element_t<D>...>>(c.args);
+    const auto a = read_args<flash_args<element_t<D>..., paged_kv>>(c.args);
     return flash_attention_workspace_size(a.q, a.k, a.v, be, a.lse, a.kw);
   } else if constexpr (Op == op::key_weights) {
     const auto a = read_args<key_weights_args<element_t<D>...>>(c.args);
