@@ -80,22 +80,22 @@ int main(int argc, char** argv) {
     const std::vector<float> log_lambda = lightning_log_decay_fla(heads, 1, 4);
     const tensor_view<const float, 1> g(log_lambda.data(), {heads});
     tensor<float, 4> whole({1, heads, t, d}), o({1, heads, t, d}), s({1, heads, d, d});
-    lightning_attention(q.cview(), k.cview(), v.cview(), whole.view(), g, {}, {}, cpu<xsimd::default_arch>{});
+    lightning_attention(q.cview(), k.cview(), v.cview(), whole.view(), g, {}, {}, cpu_native{});
     std::fill(s.data(), s.data() + s.size(), 0.0f);
     prefill_then_decode("lightning", T, N, whole, o, {s.view(), {}}, [&](std::int64_t a, std::int64_t b, const linear_state& st) {
       lightning_attention(rows(q, a, b), rows(k, a, b), rows(v, a, b), o.view().slice(2, a, b), g, st, {},
-                          cpu<xsimd::default_arch>{});
+                          cpu_native{});
     });
   }
   {  // GLA: per-channel gates logsigmoid(x) / 16.
     tensor<float, 4> gates = random(t, d, rng, 2.0f);
     gla_log_gates(gates.view());
     tensor<float, 4> whole({1, heads, t, d}), o({1, heads, t, d}), s({1, heads, d, d});
-    gla_attention(q.cview(), k.cview(), v.cview(), whole.view(), gates.cview(), {}, {}, cpu<xsimd::default_arch>{});
+    gla_attention(q.cview(), k.cview(), v.cview(), whole.view(), gates.cview(), {}, {}, cpu_native{});
     std::fill(s.data(), s.data() + s.size(), 0.0f);
     prefill_then_decode("gla", T, N, whole, o, {s.view(), {}}, [&](std::int64_t a, std::int64_t b, const linear_state& st) {
       gla_attention(rows(q, a, b), rows(k, a, b), rows(v, a, b), o.view().slice(2, a, b), rows(gates, a, b), st, {},
-                    cpu<xsimd::default_arch>{});
+                    cpu_native{});
     });
   }
   {  // BASED: feature dim 16, value dim 64; state (153, 64) + (153) per head.
@@ -104,12 +104,12 @@ int main(int argc, char** argv) {
     const std::int64_t D = based_state_features(p, 16);
     tensor<float, 4> whole({1, heads, t, 64}), o({1, heads, t, 64}), s({1, heads, D, 64});
     tensor<float, 3> z({1, heads, D});
-    based_attention(qf.cview(), kf.cview(), vf.cview(), whole.view(), {}, p, cpu<xsimd::default_arch>{});
+    based_attention(qf.cview(), kf.cview(), vf.cview(), whole.view(), {}, p, cpu_native{});
     std::fill(s.data(), s.data() + s.size(), 0.0f);
     std::fill(z.data(), z.data() + z.size(), 0.0f);
     prefill_then_decode("based", T, N, whole, o, {s.view(), z.view()}, [&](std::int64_t a, std::int64_t b, const linear_state& st) {
       based_attention(rows(qf, a, b), rows(kf, a, b), rows(vf, a, b), o.view().slice(2, a, b), st, p,
-                      cpu<xsimd::default_arch>{});
+                      cpu_native{});
     });
 
     // Its window layer (window 128: 64 tokens back): prefill with the mask, decode from a ring of 65 rows.

@@ -129,7 +129,7 @@ class engine {
       kw.out = tensor_view<float, 3>(key_weights_.data(), {1, hkv, longest});
       if (!rows.empty()) kw.row_weights = tensor_view<const float, 1>(rows.data(), {n});
     }
-    cpu<xsimd::default_arch> backend{executor::serial(), {}};  // a model this small runs best on one thread
+    cpu_native backend{executor::serial(), {}};  // a model this small runs best on one thread
     scratch_.resize(cached_attention_workspace_size(q, cache, o, {}, kw, backend));
     backend.scratch = {scratch_.data(), scratch_.size()};
     cached_attention(q, cache, o, params, {}, kw, backend);

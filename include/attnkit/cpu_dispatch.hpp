@@ -126,11 +126,11 @@ std::size_t run(const call& c);
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail::dispatch {
 
-template <class T>
-inline constexpr dispatch_abi::dtype dtype_of = std::is_same_v<std::remove_const_t<T>, float>      ? dispatch_abi::dtype::f32
-                                                : std::is_same_v<std::remove_const_t<T>, half>     ? dispatch_abi::dtype::f16
-                                                : std::is_same_v<std::remove_const_t<T>, bfloat16> ? dispatch_abi::dtype::bf16
-                                                                                                   : dispatch_abi::dtype::other;
+template <class T, class U = std::remove_const_t<T>>
+inline constexpr dispatch_abi::dtype dtype_of = std::is_same_v<U, float>      ? dispatch_abi::dtype::f32
+                                                : std::is_same_v<U, half>     ? dispatch_abi::dtype::f16
+                                                : std::is_same_v<U, bfloat16> ? dispatch_abi::dtype::bf16
+                                                                              : dispatch_abi::dtype::other;
 template <class... Ts>
 using types_of = dispatch_abi::types<dtype_of<Ts>...>;
 

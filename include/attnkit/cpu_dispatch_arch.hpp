@@ -74,10 +74,9 @@ inline executor caller_executor(const dispatch_abi::call& c) {
 #if defined(_OPENMP)
   if (c.exec_kind == static_cast<int>(executor::kind::openmp)) return executor::openmp(c.concurrency);
 #endif
-  return executor::custom(c.concurrency, [&c](std::int64_t n, const std::function<void(std::int64_t)>& task) {
-    c.parallel_for(
-        c.exec, n, [](const void* t, std::int64_t i) { (*static_cast<const std::function<void(std::int64_t)>*>(t))(i); },
-        &task);
+  using task_fn = std::function<void(std::int64_t)>;
+  return executor::custom(c.concurrency, [&c](std::int64_t n, const task_fn& task) {
+    c.parallel_for(c.exec, n, [](const void* t, std::int64_t i) { (*static_cast<const task_fn*>(t))(i); }, &task);
   });
 }
 

@@ -35,7 +35,7 @@ namespace detail {
 
 /// f(r0, integral_constant<int, M>) over row blocks of M = MR rows, then one tail block of fewer.
 template <int MR, class F>
-void for_row_blocks(std::int64_t rows, F&& f) {
+ATTNKIT_INLINE void for_row_blocks(std::int64_t rows, F&& f) {
   std::int64_t r = 0;
   for (; r + MR <= rows; r += MR) f(r, std::integral_constant<int, MR>{});
   if constexpr (MR > 1) {
@@ -80,7 +80,7 @@ ATTNKIT_INLINE void gemm_micro(const float* a, std::int64_t lda, const float* b,
 /// a[k * lda + r] when ATransposed (aᵀ stored row-major); b's rows ldb apart;
 /// c 64-byte aligned with rows ldc apart; n a multiple of lanes.
 template <class Arch, bool Accumulate, bool ATransposed = false>
-void gemm_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+ATTNKIT_INLINE void gemm_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
                std::int64_t m, std::int64_t n, std::int64_t steps) {
   using T = flash_tiling<Arch>;
   detail::for_row_blocks<T::mr>(m, [&](std::int64_t r0, auto mm) {
@@ -100,7 +100,7 @@ void gemm_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ld
 /// s (rows, kv_tile) = q (rows, d) * kt (d, kv_tile). q rows are d floats apart;
 /// kt and s are 64-byte aligned with rows kv_tile floats apart.
 template <class Arch>
-void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt, float* s) {
+ATTNKIT_INLINE void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt, float* s) {
   constexpr int kv = flash_tiling<Arch>::kv_tile;
   gemm_tile<Arch, false>(q, d, kt, kv, s, kv, rows, kv, d);
 }
@@ -108,7 +108,7 @@ void qk_tile(const float* q, std::int64_t rows, std::int64_t d, const float* kt,
 /// acc (rows, dvp) += p (rows, cols) * v (cols, dvp). p rows are kv_tile floats
 /// apart, v rows ldv; acc is 64-byte aligned and dvp a multiple of lanes.
 template <class Arch>
-void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* v, std::int64_t ldv, float* acc,
+ATTNKIT_INLINE void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* v, std::int64_t ldv, float* acc,
              std::int64_t dvp) {
   gemm_tile<Arch, true>(p, flash_tiling<Arch>::kv_tile, v, ldv, acc, dvp, rows, dvp, cols);
 }
