@@ -21,6 +21,9 @@ struct reference {};
 /// compiled for; cpu_dispatch picks one at run time instead.
 template <class Arch>
 struct cpu {
+  executor exec = default_executor();
+  workspace scratch = {};
+  // After the members: clang then reports this assertion alone, not their absence too.
 #if ATTNKIT_HAS_XSIMD
   static_assert(Arch::supported(),
                 "attnkit::cpu<Arch>: this translation unit is not compiled for Arch. Compile it with Arch's "
@@ -28,8 +31,6 @@ struct cpu {
                 "or -march=...), use attnkit::cpu_native (the best arch of these flags), or attnkit::cpu_dispatch "
                 "(attnkit/cpu_dispatch.hpp, the best arch of the running CPU)");
 #endif
-  executor exec = default_executor();
-  workspace scratch = {};
 };
 
 #if ATTNKIT_HAS_XSIMD
