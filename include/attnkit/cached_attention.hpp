@@ -14,6 +14,7 @@
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
+#include "attnkit/core/view_checks.hpp"
 #include "attnkit/kv/cache.hpp"
 
 ATTNKIT_BEGIN_NAMESPACE
@@ -47,6 +48,10 @@ struct cached_call {
       : kw(kw1) {
     constexpr const char* fn = "cached_attention";
     const std::int64_t hkv = cache.heads();
+    check_view(fn, "q", q1, true);  // before the regrouping multiplies its extents and strides
+    check_view(fn, "o", o1, true);
+    check_view(fn, "lse", lse1, false);
+    if (is_given(kw1)) check_view(fn, "key_weights.out", kw1.out, true);
     ATTNKIT_CHECK(q1.extent(0) == 1 && o1.extent(0) == 1, fn,
                   ": q and o hold one sequence (extent(0) = 1), got ", q1.extent(0), " and ", o1.extent(0));
     ATTNKIT_CHECK(q1.extent(1) % hkv == 0 && o1.extent(1) == q1.extent(1), fn, ": q.extent(1) (hq) = ",

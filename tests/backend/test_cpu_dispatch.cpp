@@ -221,11 +221,11 @@ TEST(CpuDispatch, WorkspaceQueriesFitTheirCalls) {
                "attnkit: flash_attention: workspace.bytes must be >= " + std::to_string(scratch.size()) +
                    " (the kernel's workspace_size), got " + std::to_string(scratch.size() - 1));
 
-  const linear_inputs in(1, 2, 40, 16, 16, seeded.rng);
+  const linear_inputs in(1, 2, 80, 16, 16, seeded.rng);  // t > params.chunk: the call needs the whole query
   cpu_dispatch lin;
   std::vector<unsigned char> lin_scratch(linear_attention_workspace_size(16, 16, {}, lin));
   lin.scratch = {lin_scratch.data(), lin_scratch.size()};
-  tensor<float, 4> o({1, 2, 40, 16});
+  tensor<float, 4> o({1, 2, 80, 16});
   linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), {}, {}, {}, lin);
   lin.scratch.bytes -= 1;
   EXPECT_THROW(linear_attention(in.q.cview(), in.k.cview(), in.v.cview(), o.view(), {}, {}, {}, lin), error);

@@ -403,8 +403,8 @@ TEST(Policies, BadOptionsAreClearErrors) {
   expect_error([] { snapkv({16, 32, 5, snapkv_pooling::avg}); },
                "attnkit: snapkv: window >= 1 and budget >= window required, got 32 and 16");
   expect_error([] { streaming_llm({4, 0, 0, {}}); },
-               "attnkit: streaming_llm: sinks >= 0, recent > 0 and slack >= 0 are required, got 4, 0, 0");
-  expect_error([] { duo_gates(2, 3, {0.1f, 0.2f}); }, "attnkit: duo_gates: expected layers * heads = 6 gates, got 2");
+               "attnkit: streaming_llm: recent must be in [1, 2^31), got 0");
+  expect_error([] { duo_gates(2, 3, {0.1f, 0.2f}); }, "attnkit: duo_gates: expected layers * heads = 2 * 3 gates, got 2");
   duo_attention three_heads({1, 0, 1}, {});
   token_index two(2, position_mode::original);
   expect_error([&] { three_heads.select(two); }, "attnkit: duo_attention: 3 head flags for a cache of 2 KV heads");

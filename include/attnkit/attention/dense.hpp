@@ -43,7 +43,8 @@ void dense_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
   static_assert(std::is_floating_point_v<Acc>, "Acc is float or double");
 
   constexpr const char* fn = "dense_attention";
-  const attention_shape s = detail::check_qkvo(fn, q, k, v, o);
+  const attention_shape s = detail::check_qkv(fn, q, k, v);
+  detail::check_output(fn, o, s, "v.extent(3)");
   detail::check_lse(fn, lse, s);
   const bool want_probs = detail::is_given(probs);
   if (want_probs) {

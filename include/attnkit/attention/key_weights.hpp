@@ -79,8 +79,8 @@ attention_shape check_key_weights_call(const char* fn, const tensor_view<TQ, 4>&
   const attention_shape s{q.extent(0), q.extent(1), k.extent(1), q.extent(2), k.extent(2), q.extent(3), 0};
   check_extent(fn, "k", k, 0, "b", s.b, "q.extent(0)");
   check_extent(fn, "k", k, 3, "d", s.d, "q.extent(3)");
-  ATTNKIT_CHECK(s.hkv > 0 && s.hq % s.hkv == 0, fn, ": q.extent(1) (hq) = ", s.hq,
-                " must be a positive multiple of k.extent(1) (hkv) = ", s.hkv);
+  check_heads(fn, s.hq, s.hkv, "k.extent(1)");
+  check_head_dims(fn, s.d, 1);
   check_view(fn, "lse", lse, false);
   check_extent(fn, "lse", lse, 0, "b", s.b, "q.extent(0)");
   check_extent(fn, "lse", lse, 1, "hq", s.hq, "q.extent(1)");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "attnkit/attention/validate.hpp"
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/paged_view.hpp"
@@ -13,26 +14,36 @@
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
+/// The argument names of a paged K or V in messages: literals, so no string is
+/// built (a std::string template compiled in an arch TU would be shared by all).
+struct paged_names {
+  const char *pages, *indptr, *indices, *last_page_len;
+};
+
+inline paged_names paged_arg_names(const char* name) {
+  if (name[0] == 'v') return {"v.pages", "v.table.indptr", "v.table.indices", "v.table.last_page_len"};
+  return {"k.pages", "k.table.indptr", "k.table.indices", "k.table.last_page_len"};
+}
+
 /// Checks pool shape, page size (a power of two in 1..256), and that every table
 /// entry stays inside its arrays and the pool.
 template <class T>
-void check_paged(const char* fn, const char* name, const paged_kv<T>& kv) {
+void check_paged(const char* fn, const char* name, const paged_kv<T>& kv) {  // name: "k" or "v"
   const tensor_view<T, 4>& p = kv.pages;
-  for (std::size_t r = 0; r < 4; ++r)
-    ATTNKIT_CHECK(p.extent(r) >= 0, fn, ": ", name, ".pages.extent(", r, ") must be >= 0, got ", p.extent(r));
-  ATTNKIT_CHECK(p.empty() || p.data_handle() != nullptr, fn, ": ", name, ".pages has a null data pointer");
-  ATTNKIT_CHECK(p.extent(3) <= 1 || p.stride(3) == 1, fn, ": ", name,
-                ".pages.stride(3) (the innermost dim) must be 1, got ", p.stride(3));
+  const paged_names names = paged_arg_names(name);
+  check_view(fn, names.pages, p, true);
   const std::int64_t ps = p.extent(2);
   ATTNKIT_CHECK(ps >= 1 && ps <= 256 && (ps & (ps - 1)) == 0, fn, ": ", name,
                 ".pages.extent(2) (page_size) must be a power of two in [1, 256], got ", ps);
   const block_table& t = kv.table;
-  ATTNKIT_CHECK(t.indptr.extent(0) >= 1 && t.indptr.data_handle() != nullptr, fn, ": ", name,
-                ".table.indptr must hold b + 1 >= 1 entries, got ", t.indptr.extent(0));
+  check_view(fn, names.indptr, t.indptr, false);
+  check_view(fn, names.indices, t.indices, false);
+  check_view(fn, names.last_page_len, t.last_page_len, false);
+  ATTNKIT_CHECK(t.indptr.extent(0) >= 1, fn, ": ", name, ".table.indptr must hold b + 1 >= 1 entries, got ",
+                t.indptr.extent(0));
   const std::int64_t b = t.batch();
-  ATTNKIT_CHECK(t.last_page_len.extent(0) == b && (b == 0 || t.last_page_len.data_handle() != nullptr), fn,
-                ": ", name, ".table.last_page_len.extent(0) must equal b = ", b, ", got ",
-                t.last_page_len.extent(0));
+  ATTNKIT_CHECK(t.last_page_len.extent(0) == b, fn, ": ", name, ".table.last_page_len.extent(0) must equal b = ", b,
+                ", got ", t.last_page_len.extent(0));
   ATTNKIT_CHECK(t.indptr(0) == 0, fn, ": ", name, ".table.indptr(0) must be 0, got ", t.indptr(0));
   for (std::int64_t i = 0; i < b; ++i) {
     const std::int64_t n = t.indptr(i + 1) - t.indptr(i);

@@ -13,6 +13,7 @@
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/tensor_view.hpp"
+#include "attnkit/core/view_checks.hpp"
 
 ATTNKIT_BEGIN_NAMESPACE
 
@@ -23,56 +24,45 @@ struct attention_shape {
 
 namespace detail {
 
-/// An optional view counts as given unless it is the empty default (null, all extents 0).
-template <class T, std::size_t R>
-bool is_given(const tensor_view<T, R>& v) {
-  if (v.data_handle() != nullptr) return true;
-  for (std::size_t r = 0; r < R; ++r)
-    if (v.extent(r) != 0) return true;
-  return false;
+/// hq a multiple of hkv >= 1 (GQA; hq may be 0). `hkv_name` says where hkv came from.
+inline void check_heads(const char* fn, std::int64_t hq, std::int64_t hkv, const char* hkv_name) {
+  ATTNKIT_CHECK(hkv >= 1, fn, ": ", hkv_name, " (hkv) must be >= 1, got ", hkv);
+  ATTNKIT_CHECK(hq % hkv == 0, fn, ": q.extent(1) (hq) = ", hq, " must be a multiple of ", hkv_name, " (hkv) = ", hkv);
 }
 
-/// Non-negative extents, non-null data when non-empty, and optionally unit stride on the last dim.
-template <class T, std::size_t R>
-void check_view(const char* fn, const char* name, const tensor_view<T, R>& v, bool unit_last_stride) {
-  for (std::size_t r = 0; r < R; ++r)
-    ATTNKIT_CHECK(v.extent(r) >= 0, fn, ": ", name, ".extent(", r, ") must be >= 0, got ", v.extent(r));
-  ATTNKIT_CHECK(v.empty() || v.data_handle() != nullptr, fn, ": ", name, " has ", v.size(),
-                " elements but a null data pointer");
-  ATTNKIT_CHECK(!unit_last_stride || v.extent(R - 1) <= 1 || v.stride(R - 1) == 1, fn, ": ", name,
-                ".stride(", R - 1, ") (the innermost dim) must be 1, got ", v.stride(R - 1));
+/// A head has d >= 1 key and dv >= 1 value dims: scores over d = 0 would be 0 * 1/sqrt(0).
+inline void check_head_dims(const char* fn, std::int64_t d, std::int64_t dv) {
+  ATTNKIT_CHECK(d >= 1, fn, ": q.extent(3) (d) must be >= 1, got ", d);
+  ATTNKIT_CHECK(dv >= 1, fn, ": v's last extent (dv) must be >= 1, got ", dv);
 }
 
-template <class T, std::size_t R>
-void check_extent(const char* fn, const char* name, const tensor_view<T, R>& v, std::size_t r,
-                  const char* dim, std::int64_t expected, const char* source) {
-  ATTNKIT_CHECK(v.extent(r) == expected, fn, ": ", name, ".extent(", r, ") (", dim, ") must equal ", source,
-                " = ", expected, ", got ", v.extent(r));
-}
-
-/// Checks q (b, hq, sq, d), k (b, hkv, skv, d), v (b, hkv, skv, dv), o (b, hq, sq, dv).
-template <class TQ, class TK, class TV, class TO>
-attention_shape check_qkvo(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
-                           const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o) {
+/// Checks q (b, hq, sq, d), k (b, hkv, skv, d), v (b, hkv, skv, dv); returns the shape.
+template <class TQ, class TK, class TV>
+attention_shape check_qkv(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
+                          const tensor_view<TV, 4>& v) {
   check_view(fn, "q", q, true);
   check_view(fn, "k", k, true);
   check_view(fn, "v", v, true);
-  check_view(fn, "o", o, true);
   const attention_shape s{q.extent(0), q.extent(1), k.extent(1), q.extent(2), k.extent(2), q.extent(3),
                           v.extent(3)};
   check_extent(fn, "k", k, 0, "b", s.b, "q.extent(0)");
   check_extent(fn, "v", v, 0, "b", s.b, "q.extent(0)");
-  check_extent(fn, "o", o, 0, "b", s.b, "q.extent(0)");
   check_extent(fn, "v", v, 1, "hkv", s.hkv, "k.extent(1)");
-  check_extent(fn, "o", o, 1, "hq", s.hq, "q.extent(1)");
-  ATTNKIT_CHECK(s.hkv > 0 || s.hq == 0, fn, ": k.extent(1) (hkv) must be > 0 when q has ", s.hq, " heads");
-  ATTNKIT_CHECK(s.hkv == 0 || s.hq % s.hkv == 0, fn, ": q.extent(1) (hq) = ", s.hq,
-                " must be a multiple of k.extent(1) (hkv) = ", s.hkv);
+  check_heads(fn, s.hq, s.hkv, "k.extent(1)");
   check_extent(fn, "v", v, 2, "skv", s.skv, "k.extent(2)");
-  check_extent(fn, "o", o, 2, "sq", s.sq, "q.extent(2)");
   check_extent(fn, "k", k, 3, "d", s.d, "q.extent(3)");
-  check_extent(fn, "o", o, 3, "dv", s.dv, "v.extent(3)");
+  check_head_dims(fn, s.d, s.dv);
   return s;
+}
+
+/// Checks o (b, hq, sq, dv) against the shape; `dv_source` names where dv came from.
+template <class TO>
+void check_output(const char* fn, const tensor_view<TO, 4>& o, const attention_shape& s, const char* dv_source) {
+  check_view(fn, "o", o, true);
+  check_extent(fn, "o", o, 0, "b", s.b, "q.extent(0)");
+  check_extent(fn, "o", o, 1, "hq", s.hq, "q.extent(1)");
+  check_extent(fn, "o", o, 2, "sq", s.sq, "q.extent(2)");
+  check_extent(fn, "o", o, 3, "dv", s.dv, dv_source);
 }
 
 /// Checks the optional LSE output (b, hq, sq).
@@ -84,11 +74,14 @@ inline void check_lse(const char* fn, const tensor_view<float, 3>& lse, const at
   check_extent(fn, "lse", lse, 2, "sq", s.sq, "q.extent(2)");
 }
 
+/// A per-head parameter: hq finite values (content check, O(hq)).
 inline void check_per_head(const char* fn, const char* name, const tensor_view<const float, 1>& v,
                            std::int64_t hq) {
   if (!is_given(v)) return;
   check_view(fn, name, v, false);
   check_extent(fn, name, v, 0, "hq", hq, "q.extent(1)");
+  for (std::int64_t h = 0; h < hq; ++h)
+    ATTNKIT_CHECK(std::isfinite(v(h)), fn, ": ", name, "(", h, ") must be finite, got ", v(h));
 }
 
 inline void check_params(const char* fn, const attention_params& p, const attention_shape& s) {
@@ -117,7 +110,8 @@ attention_shape check_attention_call(const char* fn, const tensor_view<TQ, 4>& q
                                      const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o,
                                      const attention_params& params, const tensor_view<float, 3>& lse) {
   static_assert(attention_types_ok<TQ, TK, TV, TO>, "q, k, v, o must hold float, half or bfloat16 (o non-const)");
-  const attention_shape s = check_qkvo(fn, q, k, v, o);
+  const attention_shape s = check_qkv(fn, q, k, v);
+  check_output(fn, o, s, "v.extent(3)");
   check_lse(fn, lse, s);
   check_params(fn, params, s);
   return s;

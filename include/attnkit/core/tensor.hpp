@@ -32,12 +32,16 @@ class tensor {
     std::int64_t n = 1;
     for (auto e : extents) {
       ATTNKIT_CHECK(e >= 0, "tensor: extents must be >= 0, got ", e);
+      ATTNKIT_CHECK(e == 0 || n <= INT64_MAX / static_cast<std::int64_t>(sizeof(T)) / e,
+                    "tensor: the extents hold more than 2^63 bytes");
       n *= e;
     }
     size_ = n;
     if (n > 0) {
-      data_.reset(static_cast<T*>(
-          ::operator new(static_cast<std::size_t>(n) * sizeof(T), std::align_val_t{tensor_alignment})));
+      const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
+      void* p = ::operator new(bytes, std::align_val_t{tensor_alignment}, std::nothrow);
+      ATTNKIT_CHECK(p != nullptr, "tensor: cannot allocate ", bytes, " bytes");
+      data_.reset(static_cast<T*>(p));
     }
   }
 

@@ -57,7 +57,12 @@ class tensor_view {
     for (auto e : extents_) n *= e;
     return n;
   }
-  ATTNKIT_HOST_DEVICE bool empty() const { return size() == 0; }
+  /// Whether some extent is 0 (never multiplies, so it is safe on unchecked extents).
+  ATTNKIT_HOST_DEVICE bool empty() const {
+    for (auto e : extents_)
+      if (e == 0) return true;
+    return false;
+  }
 
   template <class... I>
   ATTNKIT_HOST_DEVICE T& operator()(I... idx) const {
@@ -72,7 +77,7 @@ class tensor_view {
   ATTNKIT_HOST_DEVICE tensor_view slice(std::size_t dim, index_type begin, index_type end) const {
     extents_type extents = extents_;
     extents[dim] = end - begin;
-    return tensor_view(data_ + begin * strides_[dim], extents, strides_);
+    return tensor_view(end == begin ? data_ : data_ + begin * strides_[dim], extents, strides_);  // an empty slice takes no offset
   }
 
  private:
@@ -96,13 +101,15 @@ tensor_view<T, 4> make_bshd(T* data, std::int64_t b, std::int64_t s, std::int64_
 /// One head of a (b, h, s, d) tensor: the (s, d) view at batch b, head h.
 template <class T>
 ATTNKIT_HOST_DEVICE tensor_view<T, 2> slice_head(const tensor_view<T, 4>& v, std::int64_t b, std::int64_t h) {
-  return tensor_view<T, 2>(&v(b, h, 0, 0), {v.extent(2), v.extent(3)}, {v.stride(2), v.stride(3)});
+  T* head = v.empty() ? v.data_handle() : &v(b, h, 0, 0);  // an empty view may be null: no offset from it
+  return tensor_view<T, 2>(head, {v.extent(2), v.extent(3)}, {v.stride(2), v.stride(3)});
 }
 
 /// One head of a (b, h, s) tensor such as the LSE: the (s) view at batch b, head h.
 template <class T>
 ATTNKIT_HOST_DEVICE tensor_view<T, 1> slice_head(const tensor_view<T, 3>& v, std::int64_t b, std::int64_t h) {
-  return tensor_view<T, 1>(&v(b, h, 0), {v.extent(2)}, {v.stride(2)});
+  T* head = v.empty() ? v.data_handle() : &v(b, h, 0);
+  return tensor_view<T, 1>(head, {v.extent(2)}, {v.stride(2)});
 }
 
 ATTNKIT_END_NAMESPACE

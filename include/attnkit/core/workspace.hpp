@@ -20,6 +20,13 @@ struct workspace {
 
 namespace detail {
 
+/// Fails unless `floats` fits a byte count below 2^62. Plans estimate their scratch
+/// in long double first, so no size product can overflow on huge (valid) shapes.
+inline void check_scratch_floats(const char* fn, long double floats) {
+  ATTNKIT_CHECK(floats * sizeof(float) < 0x1p62L, fn, ": this call would need ", floats * sizeof(float),
+                " bytes of scratch, more than 2^62");
+}
+
 /// Hands out 64-byte aligned float arrays from a caller's workspace, or from one
 /// allocation of its own when the caller gave none.
 class scratch_arena {
@@ -35,7 +42,9 @@ class scratch_arena {
 
   scratch_arena(const char* fn, workspace ws, std::size_t needed) {
     if (ws.data == nullptr && ws.bytes == 0) {
-      owned_.reset(static_cast<std::byte*>(::operator new(needed, std::align_val_t(alignment))));
+      void* p = ::operator new(needed, std::align_val_t(alignment), std::nothrow);
+      ATTNKIT_CHECK(p != nullptr, fn, ": cannot allocate ", needed, " bytes of scratch");
+      owned_.reset(static_cast<std::byte*>(p));
       base_ = owned_.get();
     } else {
       ATTNKIT_CHECK(ws.data != nullptr, fn, ": workspace.data is null but workspace.bytes = ", ws.bytes);

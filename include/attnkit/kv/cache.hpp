@@ -29,6 +29,7 @@
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor.hpp"
 #include "attnkit/core/tensor_view.hpp"
+#include "attnkit/core/view_checks.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/rope.hpp"
 #include "attnkit/kv/token_index.hpp"
@@ -51,36 +52,26 @@ class kv_cache {
   static_assert(is_element_type_v<T>, "kv_cache holds float, half or bfloat16");
 
  public:
-  explicit kv_cache(const kv_cache_options& opt) : opt_(opt), index_(opt.hkv > 0 ? opt.hkv : 1, opt.positions) {
-    constexpr const char* fn = "kv_cache";
-    if (opt_.dv == 0) opt_.dv = opt_.d;
-    ATTNKIT_CHECK(opt_.hkv > 0, fn, ": hkv must be > 0, got ", opt_.hkv);
-    ATTNKIT_CHECK(opt_.d > 0 && opt_.dv > 0, fn, ": d and dv must be > 0, got ", opt_.d, " and ", opt_.dv);
-    ATTNKIT_CHECK(!opt_.rerotate || opt_.positions == position_mode::in_cache, fn,
-                  ": rerotate needs positions = in_cache (original positions never move)");
-    if (opt_.rerotate) detail::check_rope(fn, *opt_.rerotate, opt_.d);
+  explicit kv_cache(const kv_cache_options& opt) : opt_(checked(opt)), index_(opt_.hkv, opt_.positions) {
     std::int64_t pages_per_head = 0;
     if (paged()) {
-      const std::int64_t ps = opt_.page_size;
-      ATTNKIT_CHECK(ps >= 1 && ps <= 256 && (ps & (ps - 1)) == 0, fn,
-                    ": page_size must be 0 (contiguous) or a power of two in [1, 256], got ", ps);
-      ATTNKIT_CHECK(opt_.num_pages > 0 && opt_.num_pages <= INT32_MAX, fn, ": num_pages must be in [1, 2^31), got ",
-                    opt_.num_pages);
-      page_size_ = ps;
+      page_size_ = opt_.page_size;
       num_pages_ = opt_.num_pages;
-      for (std::int64_t p = num_pages_; p-- > 0;) free_.push_back(static_cast<std::int32_t>(p));
     } else {
-      ATTNKIT_CHECK(opt_.capacity > 0, fn, ": capacity must be > 0, got ", opt_.capacity);
       // Rows per head rounded up to 16 so the head's block of rows splits into equal pages.
       const std::int64_t rows = (opt_.capacity + 15) / 16 * 16;
       page_size_ = 256;
       while (rows % page_size_ != 0) page_size_ /= 2;
       pages_per_head = rows / page_size_;
-      num_pages_ = opt_.hkv * pages_per_head;
-      ATTNKIT_CHECK(num_pages_ <= INT32_MAX, fn, ": hkv * capacity is too large");
+      num_pages_ = opt_.hkv * pages_per_head;  // <= 2^31 * 2^27: no overflow
+      ATTNKIT_CHECK(num_pages_ <= INT32_MAX, "kv_cache: hkv * capacity is too large (", num_pages_,
+                    " pages of ", page_size_, " rows; at most 2^31 - 1)");
     }
     k_pool_ = tensor<T, 2>({num_pages_ * page_size_, opt_.d});  // [hkv][rows][d] when contiguous
     v_pool_ = tensor<T, 2>({num_pages_ * page_size_, opt_.dv});
+    if (paged()) free_.resize(static_cast<std::size_t>(num_pages_));  // after the pools: a failed allocation costs nothing
+    for (std::int64_t p = 0; p < static_cast<std::int64_t>(free_.size()); ++p)
+      free_[p] = static_cast<std::int32_t>(num_pages_ - 1 - p);
     pages_.resize(static_cast<std::size_t>(opt_.hkv));
     for (std::int64_t h = 0; h < opt_.hkv && !paged(); ++h)
       for (std::int64_t p = 0; p < pages_per_head; ++p) pages_[h].push_back(static_cast<std::int32_t>(h * pages_per_head + p));
@@ -107,18 +98,20 @@ class kv_cache {
   template <class U, class W>
   void append(tensor_view<U, 3> k, tensor_view<W, 3> v) {
     constexpr const char* fn = "kv_cache::append";
+    detail::check_view(fn, "k", k, false);
+    detail::check_view(fn, "v", v, false);
     const std::int64_t n = k.extent(1);
+    ATTNKIT_CHECK(n < INT32_MAX, fn, ": k.extent(1) (tokens) must be below 2^31, got ", n);
     ATTNKIT_CHECK(k.extent(0) == opt_.hkv && v.extent(0) == opt_.hkv, fn, ": k and v must have extent(0) = hkv = ",
                   opt_.hkv, ", got ", k.extent(0), " and ", v.extent(0));
     ATTNKIT_CHECK(v.extent(1) == n, fn, ": v.extent(1) must equal k.extent(1) = ", n, ", got ", v.extent(1));
     ATTNKIT_CHECK(k.extent(2) == opt_.d && v.extent(2) == opt_.dv, fn, ": k.extent(2) and v.extent(2) must be d = ",
                   opt_.d, " and dv = ", opt_.dv, ", got ", k.extent(2), " and ", v.extent(2));
-    ATTNKIT_CHECK(n == 0 || (k.data_handle() != nullptr && v.data_handle() != nullptr), fn, ": null k or v");
     std::int64_t pages_needed = 0;
     for (std::int64_t h = 0; h < opt_.hkv; ++h) {
       const std::int64_t len = index_.length(h);
       if (!paged()) {
-        ATTNKIT_CHECK(len + n <= opt_.capacity, fn, ": head ", h, " holds ", len, " of ", opt_.capacity,
+        ATTNKIT_CHECK(n <= opt_.capacity - len, fn, ": head ", h, " holds ", len, " of ", opt_.capacity,
                       " rows and cannot take ", n, " more (evict first, or size the cache for the budget)");
       } else {
         pages_needed += (len + n + page_size_ - 1) / page_size_ - static_cast<std::int64_t>(pages_[h].size());
@@ -189,6 +182,30 @@ class kv_cache {
   T* value_row(std::int64_t h, std::int64_t j) const { return v_pool_.data() + slot(h, j) * opt_.dv; }
 
  private:
+  /// The options with dv filled in, each checked before anything is allocated.
+  static kv_cache_options checked(kv_cache_options opt) {
+    constexpr const char* fn = "kv_cache";
+    constexpr std::int64_t most = INT32_MAX;  // page ids, rows and heads are int32 in the block table
+    if (opt.dv == 0) opt.dv = opt.d;
+    ATTNKIT_CHECK(opt.hkv > 0 && opt.hkv <= most, fn, ": hkv must be in [1, 2^31), got ", opt.hkv);
+    ATTNKIT_CHECK(opt.d > 0 && opt.dv > 0 && opt.d <= most && opt.dv <= most, fn,
+                  ": d and dv must be in [1, 2^31), got ", opt.d, " and ", opt.dv);
+    ATTNKIT_CHECK(!opt.rerotate || opt.positions == position_mode::in_cache, fn,
+                  ": rerotate needs positions = in_cache (original positions never move)");
+    if (opt.rerotate) detail::check_rope(fn, *opt.rerotate, opt.d);
+    if (opt.page_size != 0) {
+      const std::int64_t ps = opt.page_size;
+      ATTNKIT_CHECK(ps >= 1 && ps <= 256 && (ps & (ps - 1)) == 0, fn,
+                    ": page_size must be 0 (contiguous) or a power of two in [1, 256], got ", ps);
+      ATTNKIT_CHECK(opt.num_pages > 0 && opt.num_pages <= most, fn, ": num_pages must be in [1, 2^31), got ",
+                    opt.num_pages);
+    } else {
+      ATTNKIT_CHECK(opt.capacity > 0 && opt.capacity <= most, fn, ": capacity must be in [1, 2^31), got ",
+                    opt.capacity);
+    }
+    return opt;
+  }
+
   std::int64_t slot(std::int64_t h, std::int64_t j) const {
     return static_cast<std::int64_t>(pages_[h][j / page_size_]) * page_size_ + j % page_size_;
   }

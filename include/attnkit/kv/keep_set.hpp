@@ -39,9 +39,16 @@ struct protection {
 
 namespace detail {
 
+/// A row count of a policy option (budget, sinks, recent, slack, ...) in [least, 2^31):
+/// a cache never holds more rows, and a sum of a few such counts cannot overflow.
+inline void check_rows(const char* fn, const char* name, std::int64_t n, std::int64_t least = 0) {
+  ATTNKIT_CHECK(n >= least && n <= INT32_MAX, fn, ": ", name, " must be in [", least, ", 2^31), got ", n);
+}
+
 inline void check_protection(const char* fn, const protection& p, std::int64_t budget) {
-  ATTNKIT_CHECK(p.sinks >= 0 && p.recent >= 0, fn, ": sinks and recent must be >= 0, got ", p.sinks, " and ",
-                p.recent);
+  check_rows(fn, "sinks", p.sinks);
+  check_rows(fn, "recent", p.recent);
+  check_rows(fn, "budget", budget);
   ATTNKIT_CHECK(budget >= p.sinks + p.recent, fn, ": budget = ", budget, " must be >= sinks + recent = ",
                 p.sinks + p.recent);
 }
@@ -82,7 +89,7 @@ std::vector<std::int64_t> keep_top(const token_index& index, std::int64_t h, std
 template <class Budget>
 bool over_budget(const token_index& index, Budget&& budget, std::int64_t slack) {
   for (std::int64_t h = 0; h < index.heads(); ++h)
-    if (index.length(h) > budget(h) + slack) return true;
+    if (index.length(h) - budget(h) > slack) return true;  // no sum: budget(h) may be huge (duo's retrieval heads)
   return false;
 }
 

@@ -57,6 +57,11 @@ inline linear_params based_linear_params(const based_params& p) {
   return lp;
 }
 
+/// d >= 1 (φ scales by d^(-1/4)) and small enough that D' = O(d²) features fit.
+inline void check_based_dim(const char* fn, std::int64_t d) {
+  ATTNKIT_CHECK(d >= 1 && d <= (std::int64_t{1} << 24), fn, ": q.extent(3) (d) must be in [1, 2^24], got ", d);
+}
+
 /// Checks q, k (b, h, t, d), v, o (b, h, t, V), params, and the state against D' features.
 template <class TQ, class TK, class TV, class TO>
 void check_based_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
@@ -64,6 +69,7 @@ void check_based_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_
                       const based_params& p) {
   const linear_params lp = based_linear_params(p);
   check_linear_call(fn, q, k, v, o, linear_decay{}, linear_state{}, lp);
+  check_based_dim(fn, q.extent(3));
   check_linear_state(fn, state, q.extent(0), q.extent(1), based_state_features(p, q.extent(3)), v.extent(3),
                      lp.normalize);
 }
@@ -78,6 +84,7 @@ void based_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV,
                      const linear_state& state, const based_params& p, reference backend) {
   detail::check_based_call("based_attention", q, k, v, o, state, p);
   const std::int64_t D = taylor_features(p.map, q.extent(3));
+  detail::check_scratch_floats("based_attention", 2.0L * q.extent(0) * q.extent(1) * q.extent(2) * D);  // φ(q), φ(k)
   tensor<float, 4> fq({q.extent(0), q.extent(1), q.extent(2), D}), fk({k.extent(0), k.extent(1), k.extent(2), D});
   taylor_feature_map(q, fq.view(), p.map);
   taylor_feature_map(k, fk.view(), p.map);
@@ -90,9 +97,11 @@ void based_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV,
 template <class Arch>
 std::size_t based_attention_workspace_size(std::int64_t d, std::int64_t V, const based_params& params,
                                            const cpu<Arch>& backend) {
-  return detail::slot_bytes(
-      detail::based_plan<Arch>(std::max<std::int64_t>(params.chunk, 1), d, taylor_features(params.map, d), V),
-      backend.exec);
+  constexpr const char* fn = "based_attention_workspace_size";
+  detail::check_linear_sizes(fn, d, V, detail::based_linear_params(params));
+  detail::check_based_dim(fn, d);
+  return detail::slot_bytes(detail::based_plan<Arch>(fn, params.chunk, d, taylor_features(params.map, d), V),
+                            backend.exec);
 }
 
 /// BASED's linear attention on cpu<Arch>: chunkwise by Taylor order (based_cpu.hpp),
@@ -106,7 +115,8 @@ void based_attention(tensor_view<TQ, 4> q,  // (b, h, t, d)
   detail::check_based_call("based_attention", q, k, v, o, state, p);
   const std::int64_t b = q.extent(0), h = q.extent(1), d = q.extent(3);
   if (b * h * q.extent(2) == 0 || v.extent(3) == 0) return;
-  const detail::based_plan<Arch> plan(p.chunk, d, taylor_features(p.map, d), v.extent(3));
+  const detail::based_plan<Arch> plan("based_attention", std::min(p.chunk, q.extent(2)), d, taylor_features(p.map, d),
+                                      v.extent(3));
   const detail::based_call<TQ, TK, TV, TO> call{q, k, v, o, state, p.map, p.output == based_output::normalized, p.eps};
   detail::scratch_arena arena("based_attention", backend.scratch, detail::slot_bytes(plan, backend.exec));
   float* base = detail::take_slots(arena, plan, backend.exec);

@@ -25,6 +25,7 @@
 #include "attnkit/backend/cpu/transpose.hpp"
 #include "attnkit/backend/cpu/xsimd_compat.hpp"
 #include "attnkit/core/config.hpp"
+#include "attnkit/core/workspace.hpp"
 
 ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
@@ -35,10 +36,14 @@ namespace detail {
 template <class Arch>
 struct based_plan {
   static constexpr std::int64_t L = simd::lanes<Arch>;
-  std::int64_t C, Cp, dp, D, Dp, Vp;
+  std::int64_t C = 0, Cp = 0, dp = 0, D = 0, Dp = 0, Vp = 0;
 
-  based_plan(std::int64_t chunk, std::int64_t d, std::int64_t D_, std::int64_t V)
-      : C(chunk), Cp(round(chunk)), dp(round(d)), D(D_), Dp(round(D_)), Vp(round(V)) {}
+  /// chunk: the rows of the longest chunk a call runs (params.chunk clamped to t).
+  based_plan(const char* fn, std::int64_t chunk, std::int64_t d, std::int64_t D_, std::int64_t V) {
+    const long double c = chunk + 16, k = d + 16, f = D_ + 16, v = V + 16;
+    check_scratch_floats(fn, 3 * c * k + 2 * c * f + 3 * c * v + c * c + f * (v + 1) + c);  // slot_floats, unmultiplied
+    C = chunk, Cp = round(chunk), dp = round(d), D = D_, Dp = round(D_), Vp = round(V);
+  }
 
   static std::int64_t round(std::int64_t n) { return (n + 15) / 16 * 16; }  // 64-byte rows, lanes of any arch
 
@@ -123,7 +128,7 @@ struct based_call {
         }
         if (normalize) w.den[r] += simd::reduce_add<Arch>(sum);
       }
-      simd::gemm_tile<Arch, true>(w.a, Cp, w.v, Vp, w.o, Vp, n, Vp, n);
+      simd::gemm_lower_tile<Arch>(w.a, Cp, w.v, Vp, w.o, Vp, n, Vp);  // row r reads v's rows <= r only
 
       for (std::int64_t r = 0; r < n; ++r) {
         const float f = normalize ? 1.0f / (w.den[r] + eps) : 1.0f;

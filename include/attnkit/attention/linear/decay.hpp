@@ -21,6 +21,11 @@
 
 ATTNKIT_BEGIN_NAMESPACE
 
+/// log(FLT_MIN): a decay through a gate below this is under the smallest normal
+/// float, so kernels may treat the gate as a reset (-inf), which it equals in fp32
+/// up to denormals (which the cpu kernels flush anyway).
+inline constexpr float gate_floor = -87.336544f;
+
 struct linear_decay {
   tensor_view<const float, 1> per_head;     ///< (h) log decay of each head
   tensor_view<const float, 3> per_token;    ///< (b, h, t)

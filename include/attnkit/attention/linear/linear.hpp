@@ -17,6 +17,7 @@
 // sums, so every exponent is <= 0 and g = -inf (a reset) gives exact zeros.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -154,7 +155,7 @@ void linear_attention_chunkwise(tensor_view<TQ, 4> q,  // (b, h, t, K)
                                 const linear_decay& decay, const linear_state& state, const linear_params& params,
                                 reference) {
   const linear_shape sh = detail::check_linear_call("linear_attention", q, k, v, o, decay, state, params);
-  const std::int64_t C = params.chunk;
+  const std::int64_t C = std::min(params.chunk, sh.t);  // one chunk covers a shorter input
   std::vector<float> num(static_cast<std::size_t>(sh.V)), seg(static_cast<std::size_t>(sh.K));
   std::vector<float> into(static_cast<std::size_t>(C * sh.K));  // (C, K): Σ g from the chunk start to row r
   std::vector<float> past(static_cast<std::size_t>(C * sh.K));  // (C, K): Σ g after row r to the chunk end

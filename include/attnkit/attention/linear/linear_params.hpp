@@ -20,7 +20,7 @@ struct linear_params {
   std::optional<float> scale;  ///< multiplies q·k; unset: 1/sqrt(K). Finite.
   bool normalize = false;      ///< divide by the decayed key sum (needs state.z when a state is given)
   float eps = 1e-6f;           ///< added to the normalizer, >= 0
-  std::int64_t chunk = 64;     ///< chunkwise rows per chunk, >= 1
+  std::int64_t chunk = 64;     ///< chunkwise rows per chunk, >= 1; a call over t < chunk rows runs one chunk of t
 };
 
 /// Explicit recurrent state, fp32: read as the initial state, overwritten with
@@ -67,6 +67,19 @@ inline void check_linear_state(const char* fn, const linear_state& state, std::i
   }
 }
 
+/// scale finite, eps finite and >= 0, chunk >= 1 (a chunk longer than t runs as t).
+inline void check_linear_params(const char* fn, const linear_params& p) {
+  ATTNKIT_CHECK(!p.scale || std::isfinite(*p.scale), fn, ": params.scale must be finite");
+  ATTNKIT_CHECK(p.eps >= 0.0f && std::isfinite(p.eps), fn, ": params.eps must be finite and >= 0, got ", p.eps);
+  ATTNKIT_CHECK(p.chunk >= 1, fn, ": params.chunk must be >= 1, got ", p.chunk);
+}
+
+/// The checks of a workspace query: dims >= 0 and the params as a call checks them.
+inline void check_linear_sizes(const char* fn, std::int64_t dk, std::int64_t dv, const linear_params& p) {
+  ATTNKIT_CHECK(dk >= 0 && dv >= 0, fn, ": the key and value dims must be >= 0, got ", dk, " and ", dv);
+  check_linear_params(fn, p);
+}
+
 template <class TQ, class TK, class TV, class TO>
 linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, const tensor_view<TK, 4>& k,
                                const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o, const linear_decay& decay,
@@ -85,9 +98,7 @@ linear_shape check_linear_call(const char* fn, const tensor_view<TQ, 4>& q, cons
     check_extent(fn, "o", o, r, r == 0 ? "b" : r == 1 ? "h" : "t", q.extent(r), "q's");
   }
   check_extent(fn, "o", o, 3, "V", s.V, "v.extent(3)");
-  ATTNKIT_CHECK(!p.scale || std::isfinite(*p.scale), fn, ": params.scale must be finite");
-  ATTNKIT_CHECK(p.eps >= 0.0f && std::isfinite(p.eps), fn, ": params.eps must be finite and >= 0, got ", p.eps);
-  ATTNKIT_CHECK(p.chunk >= 1, fn, ": params.chunk must be >= 1, got ", p.chunk);
+  check_linear_params(fn, p);
   check_decay(fn, decay, s.b, s.h, s.t, s.K, exec);
   check_linear_state(fn, state, s.b, s.h, s.K, s.V, p.normalize);
   linear_shape out = s;

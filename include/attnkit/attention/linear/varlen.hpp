@@ -7,6 +7,7 @@
 // (sequence, head) pairs as parallel work items.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -27,6 +28,8 @@ linear_shape check_varlen_call(const char* fn, const tensor_view<TQ, 4>& q, cons
                                const tensor_view<TV, 4>& v, const tensor_view<TO, 4>& o,
                                tensor_view<const std::int64_t, 1> cu_seqlens, const linear_decay& decay,
                                const linear_state& state, const linear_params& params, const executor& exec) {
+  check_view(fn, "cu_seqlens", cu_seqlens, false);
+  ATTNKIT_CHECK(cu_seqlens.extent(0) >= 1, fn, ": cu_seqlens must hold N + 1 >= 1 entries, got 0");
   const std::int64_t n = cu_seqlens.extent(0) - 1, total = q.extent(2);
   ATTNKIT_CHECK(q.extent(0) == 1, fn, ": packed sequences need q.extent(0) = 1, got ", q.extent(0));
   ATTNKIT_CHECK(n >= 0 && cu_seqlens(0) == 0 && cu_seqlens(n) == total, fn,
@@ -106,7 +109,9 @@ void linear_attention_varlen(tensor_view<TQ, 4> q,  // (1, h, total, K)
                                                      o.slice(2, a, b), decays.back(), states.back(), sh,
                                                      params.normalize, params.eps});
                             });
-  const detail::linear_plan<Arch> plan(params.chunk, K, V);
+  std::int64_t longest = 0;
+  for (const call_t& c : calls) longest = std::max(longest, c.sh.t);
+  const detail::linear_plan<Arch> plan("linear_attention_varlen", std::min(params.chunk, longest), K, V);
   detail::scratch_arena arena("linear_attention_varlen", backend.scratch, detail::slot_bytes(plan, backend.exec));
   float* base = detail::take_slots(arena, plan, backend.exec);
   parallel_for_slots(backend.exec, n * h, [&](std::int64_t item, std::int64_t slot) {

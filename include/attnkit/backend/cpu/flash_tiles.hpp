@@ -53,8 +53,9 @@ ATTNKIT_INLINE void for_row_blocks(std::int64_t rows, F&& f) {
 
 /// c (MR, NV * lanes) = [c +] a (MR, steps) * b (steps, NV * lanes). a(r, k) is
 /// a[r * lda + k], or a[k * lda + r] when ATransposed; b's rows ldb apart; c is
-/// aligned, rows ldc apart.
-template <class Arch, int MR, int NV, bool Accumulate, bool ATransposed = false>
+/// aligned, rows ldc apart. With SkipZeros an a(r, k) == 0 adds nothing, even
+/// where b holds inf or NaN (a masked FMA on AVX-512, a blend on AVX2).
+template <class Arch, int MR, int NV, bool Accumulate, bool ATransposed = false, bool SkipZeros = false>
 ATTNKIT_INLINE void gemm_micro(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, std::int64_t steps, float* c,
                 std::int64_t ldc) {
   using B = fbatch<Arch>;
@@ -67,7 +68,12 @@ ATTNKIT_INLINE void gemm_micro(const float* a, std::int64_t lda, const float* b,
     for (int x = 0; x < NV; ++x) bk[x] = B::load_unaligned(b + k * ldb + x * L);
     for (int r = 0; r < MR; ++r) {
       const B ak(ATransposed ? a[k * lda + r] : a[r * lda + k]);
-      for (int x = 0; x < NV; ++x) acc[r][x] = xsimd::fma(ak, bk[x], acc[r][x]);
+      if constexpr (SkipZeros) {
+        const auto live = ak != B(0.0f);
+        for (int x = 0; x < NV; ++x) acc[r][x] = xsimd::select(live, xsimd::fma(ak, bk[x], acc[r][x]), acc[r][x]);
+      } else {
+        for (int x = 0; x < NV; ++x) acc[r][x] = xsimd::fma(ak, bk[x], acc[r][x]);
+      }
     }
   }
   for (int r = 0; r < MR; ++r)
@@ -78,8 +84,9 @@ ATTNKIT_INLINE void gemm_micro(const float* a, std::int64_t lda, const float* b,
 
 /// c (m, n) [+]= a (m, steps) * b (steps, n): a(r, k) is a[r * lda + k], or
 /// a[k * lda + r] when ATransposed (aᵀ stored row-major); b's rows ldb apart;
-/// c 64-byte aligned with rows ldc apart; n a multiple of lanes.
-template <class Arch, bool Accumulate, bool ATransposed = false>
+/// c 64-byte aligned with rows ldc apart; n a multiple of lanes. SkipZeros: see
+/// gemm_micro.
+template <class Arch, bool Accumulate, bool ATransposed = false, bool SkipZeros = false>
 ATTNKIT_INLINE void gemm_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
                std::int64_t m, std::int64_t n, std::int64_t steps) {
   using T = flash_tiling<Arch>;
@@ -88,11 +95,12 @@ ATTNKIT_INLINE void gemm_tile(const float* a, std::int64_t lda, const float* b, 
     const float* ar = ATransposed ? a + r0 : a + r0 * lda;
     std::int64_t x = 0;
     for (; x + T::nv * T::lanes <= n; x += T::nv * T::lanes)
-      detail::gemm_micro<Arch, M, T::nv, Accumulate, ATransposed>(ar, lda, b + x, ldb, steps, c + r0 * ldc + x, ldc);
+      detail::gemm_micro<Arch, M, T::nv, Accumulate, ATransposed, SkipZeros>(ar, lda, b + x, ldb, steps,
+                                                                             c + r0 * ldc + x, ldc);
     detail::for_row_blocks<T::nv>((n - x) / T::lanes, [&](std::int64_t c0, auto nn) {
       const std::int64_t col = x + c0 * T::lanes;
-      detail::gemm_micro<Arch, M, decltype(nn)::value, Accumulate, ATransposed>(ar, lda, b + col, ldb, steps,
-                                                                                c + r0 * ldc + col, ldc);
+      detail::gemm_micro<Arch, M, decltype(nn)::value, Accumulate, ATransposed, SkipZeros>(
+          ar, lda, b + col, ldb, steps, c + r0 * ldc + col, ldc);
     });
   });
 }
@@ -106,11 +114,33 @@ ATTNKIT_INLINE void qk_tile(const float* q, std::int64_t rows, std::int64_t d, c
 }
 
 /// acc (rows, dvp) += p (rows, cols) * v (cols, dvp). p rows are kv_tile floats
-/// apart, v rows ldv; acc is 64-byte aligned and dvp a multiple of lanes.
+/// apart, v rows ldv; acc is 64-byte aligned and dvp a multiple of lanes. A
+/// partially masked tile passes `masked`: then a zero weight adds nothing even
+/// against a non-finite value, so a key a row cannot see never reaches it.
 template <class Arch>
-ATTNKIT_INLINE void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* v, std::int64_t ldv, float* acc,
-             std::int64_t dvp) {
-  gemm_tile<Arch, true>(p, flash_tiling<Arch>::kv_tile, v, ldv, acc, dvp, rows, dvp, cols);
+ATTNKIT_INLINE void pv_tile(const float* p, std::int64_t rows, std::int64_t cols, const float* v, std::int64_t ldv,
+                            float* acc, std::int64_t dvp, bool masked = false) {
+  constexpr int kv = flash_tiling<Arch>::kv_tile;
+  if (masked)
+    gemm_tile<Arch, true, false, true>(p, kv, v, ldv, acc, dvp, rows, dvp, cols);
+  else
+    gemm_tile<Arch, true>(p, kv, v, ldv, acc, dvp, rows, dvp, cols);
+}
+
+/// c (m, n) += a (m, m) * b (m, n) with a lower triangular: row r reads b's rows
+/// [0, r] only, so later rows of b (later tokens) never reach it, whatever they
+/// hold. a's rows lda apart, b's ldb; c aligned, rows ldc apart; n a multiple of lanes.
+template <class Arch>
+ATTNKIT_INLINE void gemm_lower_tile(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c,
+                                    std::int64_t ldc, std::int64_t m, std::int64_t n) {
+  using T = flash_tiling<Arch>;
+  detail::for_row_blocks<T::mr>(m, [&](std::int64_t r0, auto mm) {
+    constexpr int M = decltype(mm)::value;
+    // Rows [r0, r0 + M) read b's rows [0, r0) in full, then the M x M diagonal block
+    // with its zeros above the diagonal skipped.
+    gemm_tile<Arch, true>(a + r0 * lda, lda, b, ldb, c + r0 * ldc, ldc, M, n, r0);
+    gemm_tile<Arch, true, false, true>(a + r0 * lda + r0, lda, b + r0 * ldb, ldb, c + r0 * ldc, ldc, M, n, M);
+  });
 }
 
 /// Folds n scores (a multiple of lanes; -inf for masked ones) into st and replaces

@@ -33,7 +33,7 @@ class scored_policy {
 
   scored_policy(const char* name, budget_options o) : o_(std::move(o)) {
     check_protection(name, protection{o_.sinks, o_.recent, {}}, o_.budget);
-    ATTNKIT_CHECK(o_.slack >= 0, name, ": slack must be >= 0, got ", o_.slack);
+    check_rows(name, "slack", o_.slack);
   }
 
   const budget_options& options() const { return o_; }

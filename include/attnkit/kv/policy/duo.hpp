@@ -40,8 +40,9 @@ struct duo_gates {
   duo_gates(std::int64_t layers_, std::int64_t heads_, std::vector<float> values_)
       : layers(layers_), heads(heads_), values(std::move(values_)) {
     ATTNKIT_CHECK(layers > 0 && heads > 0, "duo_gates: layers and heads must be > 0, got ", layers, " and ", heads);
-    ATTNKIT_CHECK(static_cast<std::int64_t>(values.size()) == layers * heads, "duo_gates: expected layers * heads = ",
-                  layers * heads, " gates, got ", values.size());
+    const auto n = static_cast<std::int64_t>(values.size());
+    ATTNKIT_CHECK(n % layers == 0 && n / layers == heads, "duo_gates: expected layers * heads = ", layers, " * ",
+                  heads, " gates, got ", n);
     for (std::size_t i = 0; i < values.size(); ++i)
       ATTNKIT_CHECK(std::isfinite(values[i]), "duo_gates: gate ", i, " is not finite");
   }
@@ -51,6 +52,12 @@ struct duo_gates {
   static duo_gates load(const std::string& path) {
     std::ifstream in(path);
     ATTNKIT_CHECK(in.good(), "duo_gates::load: cannot open ", path);
+    return parse(in, path);
+  }
+
+  /// The same format from a stream; `source` names it in errors.
+  static duo_gates parse(std::istream& in, const std::string& source) {
+    const std::string& path = source;
     std::vector<float> values;
     std::int64_t layers = 0, heads = 0;
     for (std::string line; std::getline(in, line);) {
@@ -115,9 +122,9 @@ class duo_attention {
   static constexpr bool wants_weights = false;
 
   duo_attention(std::vector<char> retrieval, duo_options o) : retrieval_(std::move(retrieval)), o_(o) {
-    ATTNKIT_CHECK(o_.sinks >= 0 && o_.recent > 0 && o_.slack >= 0,
-                  "duo_attention: sinks >= 0, recent > 0 and slack >= 0 are required, got ", o_.sinks, ", ", o_.recent,
-                  ", ", o_.slack);
+    detail::check_rows("duo_attention", "sinks", o_.sinks);
+    detail::check_rows("duo_attention", "recent", o_.recent, 1);
+    detail::check_rows("duo_attention", "slack", o_.slack);
   }
 
   bool is_retrieval(std::int64_t h) const { return retrieval_[h] != 0; }

@@ -38,7 +38,10 @@ class snapkv {
   static constexpr bool wants_weights = true;
 
   explicit snapkv(snapkv_options o) : o_(o) {
-    ATTNKIT_CHECK(o_.window >= 1 && o_.budget >= o_.window, "snapkv: window >= 1 and budget >= window required, got ",
+    detail::check_rows("snapkv", "window", o_.window, 1);
+    detail::check_rows("snapkv", "budget", o_.budget, 1);
+    detail::check_rows("snapkv", "kernel", o_.kernel, 1);
+    ATTNKIT_CHECK(o_.budget >= o_.window, "snapkv: window >= 1 and budget >= window required, got ",
                   o_.window, " and ", o_.budget);
     ATTNKIT_CHECK(o_.kernel >= 1 && o_.kernel % 2 == 1, "snapkv: kernel must be odd and >= 1, got ", o_.kernel);
   }

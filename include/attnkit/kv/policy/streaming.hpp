@@ -33,9 +33,9 @@ class streaming_llm {
   static constexpr bool wants_weights = false;
 
   explicit streaming_llm(streaming_options o) : o_(std::move(o)) {
-    ATTNKIT_CHECK(o_.sinks >= 0 && o_.recent > 0 && o_.slack >= 0,
-                  "streaming_llm: sinks >= 0, recent > 0 and slack >= 0 are required, got ", o_.sinks, ", ",
-                  o_.recent, ", ", o_.slack);
+    detail::check_rows("streaming_llm", "sinks", o_.sinks);
+    detail::check_rows("streaming_llm", "recent", o_.recent, 1);
+    detail::check_rows("streaming_llm", "slack", o_.slack);
   }
 
   std::int64_t budget() const { return o_.sinks + o_.recent; }

@@ -34,8 +34,8 @@ class tova {
 
   explicit tova(tova_options o) : o_(std::move(o)) {
     detail::check_protection("tova", o_.keep, o_.cache_size);
-    ATTNKIT_CHECK(o_.cache_size > 0 && o_.slack >= 0, "tova: cache_size > 0 and slack >= 0 are required, got ",
-                  o_.cache_size, " and ", o_.slack);
+    detail::check_rows("tova", "cache_size", o_.cache_size, 1);
+    detail::check_rows("tova", "slack", o_.slack);
   }
 
   /// Row weights of a call with sq query rows: only the last row counts.
