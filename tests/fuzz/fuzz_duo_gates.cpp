@@ -10,6 +10,7 @@ using namespace attnkit::fuzz;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
+  begin_input();
   const double sparsity = in.ConsumeFloatingPointInRange<double>(-0.5, 1.5);
   const float threshold = in.ConsumeFloatingPointInRange<float>(-2.0f, 2.0f);
   std::istringstream text(in.ConsumeRemainingBytesAsString());

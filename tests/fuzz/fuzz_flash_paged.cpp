@@ -15,6 +15,7 @@ struct fuzz_pages {
   std::vector<std::int64_t> lengths;
   std::vector<std::int32_t> indptr{0}, indices, last;
   std::vector<float> k_pool, v_pool;
+  bool poisoned = false;  // some K or V values are NaN or inf
 
   fuzz_pages(FuzzedDataProvider& in, std::int64_t b_, std::int64_t hkv_, std::int64_t d_, std::int64_t dv_)
       : b(b_), hkv(hkv_), page_size(std::int64_t{1} << in.ConsumeIntegralInRange<int>(0, 4)), d(d_), dv(dv_) {
@@ -29,16 +30,16 @@ struct fuzz_pages {
     for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
     for (std::size_t i = ids.size(); i > 1; --i) std::swap(ids[i - 1], ids[in.ConsumeIntegralInRange<std::size_t>(0, i - 1)]);
     indices.assign(ids.begin(), ids.begin() + indptr.back());
-    const bool poison = in.ConsumeBool();
+    poisoned = in.ConsumeBool();
     k_pool.assign(static_cast<std::size_t>(num_pages * hkv * page_size * d), std::nanf(""));
     v_pool.assign(static_cast<std::size_t>(num_pages * hkv * page_size * dv), std::nanf(""));
     for (std::int64_t i = 0; i < b; ++i)
       for (std::int64_t h = 0; h < hkv; ++h)
         for (std::int64_t j = 0; j < lengths[i]; ++j) {
-          for (std::int64_t x = 0; x < d; ++x) *row(k_pool, d, i, h, j, x) = value(in, poison);
-          for (std::int64_t x = 0; x < dv; ++x) *row(v_pool, dv, i, h, j, x) = value(in, poison);
+          for (std::int64_t x = 0; x < d; ++x) *row(k_pool, d, i, h, j, x) = value(in, poisoned);
+          for (std::int64_t x = 0; x < dv; ++x) *row(v_pool, dv, i, h, j, x) = value(in, poisoned);
         }
-    if (in.ConsumeIntegralInRange<int>(0, 20) == 0) corrupt(in);
+    if (corruptions() == 0 && in.ConsumeIntegralInRange<int>(0, 20) == 0) corrupt(in);
   }
 
   float* row(std::vector<float>& pool, std::int64_t width, std::int64_t i, std::int64_t h, std::int64_t j,
@@ -48,6 +49,7 @@ struct fuzz_pages {
   }
 
   void corrupt(FuzzedDataProvider& in) {
+    ++corruptions();
     const std::int32_t bad[] = {-1, static_cast<std::int32_t>(num_pages), INT32_MAX, INT32_MIN, 0};
     const std::int32_t x = bad[in.ConsumeIntegralInRange<int>(0, 4)];
     const int field = in.ConsumeIntegralInRange<int>(0, 2);
@@ -71,10 +73,12 @@ struct fuzz_pages {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
+  begin_input();
   const std::int64_t b = small(in, 3), hkv = 1 + small(in, 2), group = 1 + small(in, 4), hq = hkv * group;
   const std::int64_t sq = small(in, 24), d = 1 + small(in, 24), dv = 1 + small(in, 24);
   const fuzz_pages pages(in, b, hkv, d, dv);
-  const bool null_indices = in.ConsumeIntegralInRange<int>(0, 30) == 0;
+  const bool null_indices = corruptions() == 0 && in.ConsumeIntegralInRange<int>(0, 30) == 0;
+  corruptions() += null_indices;
   const paged_kv<const float> k = pages.view(pages.k_pool, d, null_indices), v = pages.view(pages.v_pool, dv, false);
   fuzz_view<4> q(in, {b, hq, sq, d}, true, false, true);
   fuzz_view<4> o(in, {b, hq, sq, dv}, false, false, true);
@@ -93,6 +97,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (in.ConsumeBool()) params.sinks = small(in, 3);
   const executor exec = pick_executor(in);
 
+  if (std::getenv("ATTNKIT_FUZZ_VERBOSE")) {
+    std::fprintf(stderr, "b %ld hq %ld hkv %ld sq %ld d %ld dv %ld page_size %ld causal %d left %ld sinks %ld; lengths",
+                 long(b), long(hq), long(hkv), long(sq), long(d), long(dv), long(pages.page_size), int(params.causal),
+                 long(params.window_left), long(params.sinks));
+    for (std::int64_t len : pages.lengths) std::fprintf(stderr, " %ld", long(len));
+    std::fprintf(stderr, "; q %s o %s lse %s kw %s; pages %ld:", describe(q).c_str(), describe(o).c_str(),
+                 describe(lse).c_str(), describe(kw_out).c_str(), long(pages.num_pages));
+    for (std::int32_t id : pages.indices) std::fprintf(stderr, " %d", int(id));
+    std::fprintf(stderr, "\n");
+  }
   if (!accepted([&] { flash_attention(q.in(), k, v, o.view, params, lse.view, kw, cpu_native{exec}); })) {
     if (!o.untouched() || !lse.untouched() || !kw_out.untouched()) fail("a rejected call wrote its output");
     return 0;
@@ -100,7 +114,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // Each sequence on the reference, its keys and values copied out contiguously.
   for (std::int64_t i = 0; i < b; ++i) {
-    const std::int64_t len = pages.lengths[static_cast<std::size_t>(i)];
+    const std::int64_t len = k.length(i);  // the table's: a corrupt entry may still be a valid length
     std::vector<float> kc(static_cast<std::size_t>(hkv * len * d)), vc(static_cast<std::size_t>(hkv * len * dv));
     for (std::int64_t h = 0; h < hkv; ++h)
       for (std::int64_t j = 0; j < len; ++j) {
@@ -117,12 +131,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                           ref_lse.view(), one_kw, reference{});
         }))
       fail("the reference rejected a sequence of an accepted paged call");
-    expect_close(o.view.slice(0, i, i + 1), ref_o.view(), "o");
-    expect_close(lse.view.slice(0, i, i + 1), ref_lse.view(), "lse");
-    if (!detail::is_given(kw)) continue;
+    const tensor_view<float, 4> kv_k(kc.data(), {1, hkv, len, d}), kv_v(vc.data(), {1, hkv, len, dv});
+    const auto key_bad = [&](std::int64_t, std::int64_t h, std::int64_t j) {
+      return row_bad(kv_k, 0, h, j) || row_bad(kv_v, 0, h, j);
+    };
+    expect_rows_close(o.view.slice(0, i, i + 1), ref_o.view(), lse.view.slice(0, i, i + 1), ref_lse.view(), params,
+                      hkv, [&](std::int64_t) { return len; }, key_bad);
+    if (!detail::is_given(kw) || pages.poisoned) continue;
     expect_close(kw_out.view.slice(0, i, i + 1).slice(2, 0, len), ref_kw.view(), "key weights");
     for (std::int64_t h = 0; h < hq; ++h)
-      for (std::int64_t j = len; j < longest; ++j)
+      for (std::int64_t j = len; j < kw_out.view.extent(2); ++j)
         if (kw_out.view(i, h, j) != 0.0f) fail("a key weight past a sequence's end is not 0");
   }
 

@@ -74,6 +74,7 @@ void check_attention(const kv_cache<float>& cache, const tensor_view<const float
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
+  begin_input();
   kv_cache_options opt;
   opt.hkv = 1 + small(in, 2);
   opt.d = 1 + small(in, 16);
@@ -86,7 +87,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (in.ConsumeIntegralInRange<int>(0, 20) == 0) {
     std::int64_t* fields[] = {&opt.hkv, &opt.d, &opt.dv, &opt.capacity, &opt.page_size, &opt.num_pages};
-    *fields[in.ConsumeIntegralInRange<std::size_t>(0, 5)] = hostile_extent(in);
+    const std::int64_t invalid[] = {-1, 0, INT64_MIN, INT64_MAX, std::int64_t{1} << 62, std::int64_t{1} << 31};
+    *fields[in.ConsumeIntegralInRange<std::size_t>(0, 5)] = invalid[in.ConsumeIntegralInRange<std::size_t>(0, 5)];
   }
   std::optional<kv_cache<float>> cache;
   if (!accepted([&] { cache.emplace(opt); })) return 0;

@@ -71,6 +71,7 @@ void compare(fuzz_view<4>& o, const fuzz_state& state, const executor& exec, Cal
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
+  begin_input();
   const int op = in.ConsumeIntegralInRange<int>(0, 2);  // linear, varlen, based
   const std::int64_t b = op == 1 ? 1 : small(in, 2), h = 1 + small(in, 2), t = small(in, 80);
   const std::int64_t K = small(in, op == 2 ? 6 : 24), V = small(in, 24);
@@ -82,6 +83,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (auto* x : {&q, &k})
       for (float& e : x->storage) e = std::abs(e);
 
+  if (std::getenv("ATTNKIT_FUZZ_VERBOSE"))
+    std::fprintf(stderr, "op %d b %ld h %ld t %ld K %ld V %ld normalize %d poison %d\n", op, long(b), long(h), long(t),
+                 long(K), long(V), int(normalize), int(poison));
   if (op == 2) {
     based_params p;
     p.chunk = pick_chunk(in);
@@ -108,6 +112,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     default: break;
   }
 
+  if (std::getenv("ATTNKIT_FUZZ_VERBOSE")) {
+    std::fprintf(stderr, "chunk %ld decay %d%d%d gates", long(p.chunk), int(detail::is_given(decay.per_head)),
+                 int(detail::is_given(decay.per_token)), int(detail::is_given(decay.per_channel)));
+    for (std::size_t i = 0; i < std::min<std::size_t>(g.size(), 40); ++i) std::fprintf(stderr, " %g", g[i]);
+    std::fprintf(stderr, "\n");
+  }
   if (op == 0) {
     const fuzz_state state(in, in.ConsumeBool(), normalize, b, h, K, V);
     compare(o, state, pick_executor(in), [&](auto out, const linear_state& st, auto backend) {

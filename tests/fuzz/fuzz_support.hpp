@@ -19,6 +19,7 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -34,13 +35,24 @@ namespace attnkit::fuzz {
   std::abort();
 }
 
+/// Views corrupted so far in this input: at most one, so a corrupt field can
+/// never be matched by another (consistent lies about memory the library cannot
+/// see). Each target calls begin_input() first.
+inline int& corruptions() {
+  static int n = 0;
+  return n;
+}
+inline void begin_input() { corruptions() = 0; }
+
 /// Runs call; returns whether it was accepted. Any exception but attnkit::error fails.
+/// ATTNKIT_FUZZ_VERBOSE=1 prints each rejection's message (to replay a failing input).
 template <class Call>
 bool accepted(Call&& call) {
   try {
     call();
     return true;
-  } catch (const error&) {
+  } catch (const error& e) {
+    if (std::getenv("ATTNKIT_FUZZ_VERBOSE")) std::fprintf(stderr, "rejected: %s\n", e.what());  // when replaying
     return false;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "foreign exception: %s\n", e.what());
@@ -113,7 +125,7 @@ struct fuzz_view {
     if (input)
       for (float& x : storage) x = value(in, poison);
     view = tensor_view<float, R>(storage.empty() ? nullptr : storage.data() + offset, ext, strides);
-    if (may_corrupt && in.ConsumeIntegralInRange<int>(0, 30) == 0) corrupt(in);
+    if (may_corrupt && corruptions() == 0 && in.ConsumeIntegralInRange<int>(0, 30) == 0) corrupt(in);
   }
 
   static float canary() {
@@ -133,12 +145,15 @@ struct fuzz_view {
 
   void corrupt(FuzzedDataProvider& in) {
     corrupted = true;
+    ++corruptions();
     auto ext = view.extents();
     auto strides = view.strides();
     float* data = view.data_handle();
     switch (in.ConsumeIntegralInRange<int>(0, 2)) {
       case 0: ext[in.ConsumeIntegralInRange<std::size_t>(0, R - 1)] = hostile_extent(in); break;
-      case 1: strides[R - 1] = ext[R - 1] > 1 ? 2 : strides[R - 1]; break;
+      case 1:  // attention tensors need unit stride on d; lower ranks may be strided
+        if (R == 4 && ext[R - 1] > 1) strides[R - 1] = 2;
+        break;
       default: data = view.size() > 0 ? nullptr : data; break;
     }
     view = tensor_view<float, R>(data, ext, strides);
@@ -146,6 +161,15 @@ struct fuzz_view {
 
   tensor_view<const float, R> in() const { return view; }
 };
+
+/// A view's extents and strides, for replaying a failing input.
+template <std::size_t R>
+std::string describe(const fuzz_view<R>& v) {
+  std::string out = v.view.data_handle() ? "(" : "null (";
+  for (std::size_t r = 0; r < R; ++r) out += std::to_string(v.view.extent(r)) + (r + 1 < R ? " " : ") strides (");
+  for (std::size_t r = 0; r < R; ++r) out += std::to_string(v.view.stride(r)) + (r + 1 < R ? " " : ")");
+  return out;
+}
 
 /// Copies of output storage, so a second backend writes to its own.
 template <std::size_t R>
@@ -180,6 +204,39 @@ void expect_close(const tensor_view<float, R>& got, const tensor_view<float, R>&
       i[r] = 0;
       if (r == 0) return;
     }
+  }
+}
+
+/// Whether some element of row (i0, i1, j) of a rank-4 view is not finite.
+inline bool row_bad(const tensor_view<float, 4>& t, std::int64_t i0, std::int64_t i1, std::int64_t j) {
+  for (std::int64_t x = 0; x < t.extent(3); ++x)
+    if (!std::isfinite(t(i0, i1, j, x))) return true;
+  return false;
+}
+
+/// o and lse of both backends, row by row, skipping each row that sees a key
+/// whose K or V is not finite (non-finite inputs are the caller's; only keys a
+/// row cannot see are promised to stay out of it). seq_len(b) gives sequence
+/// b's key count, key_bad(b, kv_head, j) whether key j is poisoned.
+template <class Len, class Bad>
+void expect_rows_close(const tensor_view<float, 4>& o, const tensor_view<float, 4>& ref_o,
+                       const tensor_view<float, 3>& lse, const tensor_view<float, 3>& ref_lse,
+                       const attention_params& params, std::int64_t hkv, Len&& seq_len, Bad&& key_bad) {
+  const std::int64_t group = o.extent(1) / hkv, sq = o.extent(2);
+  for (std::int64_t b = 0; b < o.extent(0); ++b) {
+    const std::int64_t len = seq_len(b);
+    const attention_variant var = make_variant(params, sq, len, 1);
+    for (std::int64_t h = 0; h < o.extent(1); ++h)
+      for (std::int64_t i = 0; i < sq; ++i) {
+        bool sees_bad = false;
+        for (std::int64_t j = 0; j < len && !sees_bad; ++j) sees_bad = var.mask.visible(i, j) && key_bad(b, h / group, j);
+        if (sees_bad) continue;
+        expect_close(o.slice(0, b, b + 1).slice(1, h, h + 1).slice(2, i, i + 1),
+                     ref_o.slice(0, b, b + 1).slice(1, h, h + 1).slice(2, i, i + 1), "o");
+        if (detail::is_given(lse))
+          expect_close(lse.slice(0, b, b + 1).slice(1, h, h + 1).slice(2, i, i + 1),
+                       ref_lse.slice(0, b, b + 1).slice(1, h, h + 1).slice(2, i, i + 1), "lse");
+      }
   }
 }
 

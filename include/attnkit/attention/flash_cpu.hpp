@@ -48,11 +48,12 @@ void flash_cpu(const char* fn, const attention_shape& s, const flash_request& re
                const KS& k, const VS& v, const tensor_view<TO, 4>& o, const attention_params& params,
                tensor_view<float, 3> lse, const key_weights& kw, const cpu<Arch>& backend) {
   const flash_cpu_plan<Arch> plan(fn, s, backend.exec.concurrency(), req);
-  scratch_arena arena(fn, backend.scratch, plan.bytes());
-  if (plan.weights && s.sq == 0)  // no query row: no key received any weight
-    for (std::int64_t b = 0; b < s.b; ++b)
+  if (plan.empty) {  // no query row: no key received any weight
+    for (std::int64_t b = 0; plan.weights && s.skv > 0 && b < s.b; ++b)
       for (std::int64_t w = 0; w < kw.out.extent(1); ++w) std::fill_n(&kw.out(b, w, 0), s.skv, 0.0f);
-  if (s.b * s.hq * s.sq == 0) return;
+    return;
+  }
+  scratch_arena arena(fn, backend.scratch, plan.bytes());
   if (plan.own_lse) lse = tensor_view<float, 3>(arena.take(plan.lse_floats()), {s.b, s.hq, s.sq});
   if (plan.decode)
     flash_decode(plan, q, k, v, o, params, lse, kw, backend.exec, arena);

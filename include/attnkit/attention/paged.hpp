@@ -46,7 +46,7 @@ void check_paged(const char* fn, const char* name, const paged_kv<T>& kv) {  // 
                 ", got ", t.last_page_len.extent(0));
   ATTNKIT_CHECK(t.indptr(0) == 0, fn, ": ", name, ".table.indptr(0) must be 0, got ", t.indptr(0));
   for (std::int64_t i = 0; i < b; ++i) {
-    const std::int64_t n = t.indptr(i + 1) - t.indptr(i);
+    const std::int64_t n = std::int64_t{t.indptr(i + 1)} - t.indptr(i);  // int32 entries: subtract in int64
     ATTNKIT_CHECK(n >= 0 && t.indptr(i + 1) <= t.indices.extent(0), fn, ": ", name, ".table.indptr(", i + 1,
                   ") = ", t.indptr(i + 1), " must be in [indptr(", i, ") = ", t.indptr(i),
                   ", indices.extent(0) = ", t.indices.extent(0), "]");

@@ -77,7 +77,8 @@ class tensor_view {
   ATTNKIT_HOST_DEVICE tensor_view slice(std::size_t dim, index_type begin, index_type end) const {
     extents_type extents = extents_;
     extents[dim] = end - begin;
-    return tensor_view(end == begin ? data_ : data_ + begin * strides_[dim], extents, strides_);  // an empty slice takes no offset
+    const bool none = end == begin || empty();  // an empty view may be null: no offset from it
+    return tensor_view(none ? data_ : data_ + begin * strides_[dim], extents, strides_);
   }
 
  private:

@@ -79,6 +79,7 @@ void decode_key_weights(const flash_cpu_plan<Arch>& plan, const float* kept, con
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
   const attention_shape& s = plan.s;
   const std::int64_t len_pad = (len + L - 1) / L * L;  // the last tile's scores past len are -inf
+  if (s.skv == 0) return;  // out is empty, and may be null
   const bool per_kv_head = kw.out.extent(1) != s.hq;
   const std::int64_t rows_per_out = per_kv_head ? plan.rows : s.sq;
   alignas(64) float sum[KT];

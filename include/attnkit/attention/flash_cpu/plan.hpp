@@ -50,6 +50,7 @@ struct flash_cpu_plan {
   attention_shape s{};  // skv: the longest sequence
   std::int64_t slots = 1;
   std::int64_t group = 1, dp = 0, dvp = 0;
+  bool empty = false;                // no query row: nothing to compute, no scratch
   bool decode = false;
   bool output = true;                // o and lse are computed (else only key weights)
   bool pack_v = true;                // prefill: values copied to fp32 panels
@@ -65,6 +66,9 @@ struct flash_cpu_plan {
       : s(shape) {
     constexpr std::int64_t L = tiling::lanes;
     slots = std::max<std::int64_t>(1, concurrency);
+    weights = req.key_weights;
+    empty = s.b * s.hq * s.sq == 0;  // validated extents: the product fits
+    if (empty) return;               // no work, no scratch
     // A bound on every array below, before any of their products is taken.
     const long double skv_pad_ld = static_cast<long double>(s.skv) + tiling::kv_tile;
     check_scratch_floats(fn, slots * skv_pad_ld * (s.d + s.dv + 2 * L) +
@@ -77,7 +81,6 @@ struct flash_cpu_plan {
     decode = rows <= max_decode_rows && req.output;  // weights alone take the prefill pass
     pack_v = req.output && !(req.values_in_place && s.dv % L == 0);
     output = req.output;
-    weights = req.key_weights;
     own_lse = weights && !decode && !req.lse_given;
     skv_pad = (s.skv + L - 1) / L * L;
     heads_per_pass = std::max<std::int64_t>(1, std::min(s.b * s.hkv, slots));
@@ -116,6 +119,7 @@ struct flash_cpu_plan {
   }
 
   std::size_t bytes() const {
+    if (empty) return 0;
     const std::size_t all_slots = static_cast<std::size_t>(slots) * slot_floats();
     if (decode) return scratch_arena::bytes_for({partials_floats(), kept_scores_floats(), all_slots});
     return scratch_arena::bytes_for({kt_floats(), vp_floats(), lse_floats(), all_slots});

@@ -87,7 +87,7 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
     check_extent(fn, "decay.per_token", d.per_token, 0, "b", b, "q.extent(0)");
     check_extent(fn, "decay.per_token", d.per_token, 1, "h", h, "q.extent(1)");
     check_extent(fn, "decay.per_token", d.per_token, 2, "t", t, "q.extent(2)");
-    for (std::int64_t i = 0; i < b; ++i)
+    for (std::int64_t i = 0; i < b && t > 0; ++i)  // an empty view may be null: take no address in it
       for (std::int64_t j = 0; j < h; ++j)
         check_log_gates(fn, "decay.per_token", &d.per_token(i, j, 0), t, d.per_token.stride(2));
   }
@@ -98,6 +98,7 @@ inline void check_decay(const char* fn, const linear_decay& d, std::int64_t b, s
     check_extent(fn, "decay.per_channel", g, 1, "h", h, "q.extent(1)");
     check_extent(fn, "decay.per_channel", g, 2, "t", t, "q.extent(2)");
     check_extent(fn, "decay.per_channel", g, 3, "K", K, "q.extent(3)");
+    if (g.empty()) return;  // may be null: take no address in it
     const bool packed = g.stride(3) == 1 && g.stride(2) == K;  // a head's (t, K) gates are one run
     const auto head_ok = [&](std::int64_t i, std::int64_t j) {
       if (packed) return log_gates_ok(&g(i, j, 0, 0), t * K, 1);

@@ -103,7 +103,7 @@ void linear_attention_recurrent(tensor_view<TQ, 4> q,  // (b, h, t, K)
       float den = 0.0f;
       for (std::int64_t x = 0; x < sh.K; ++x) {
         const float a = std::exp(decay(b, h, t, x)), kx = to_float(k(b, h, t, x)), qx = to_float(q(b, h, t, x));
-        float* row = &st.s[x * sh.V];
+        float* row = st.s.data() + x * sh.V;
         for (std::int64_t y = 0; y < sh.V; ++y) {
           row[y] = a * row[y] + kx * to_float(v(b, h, t, y));
           num[y] += qx * row[y];
@@ -189,7 +189,7 @@ void linear_attention_chunkwise(tensor_view<TQ, 4> q,  // (b, h, t, K)
       }
       for (std::int64_t x = 0; x < sh.K; ++x) {  // carry the state past the chunk
         const float keep = std::exp(into[(n - 1) * sh.K + x]);
-        float* row = &st.s[x * sh.V];
+        float* row = st.s.data() + x * sh.V;
         for (std::int64_t y = 0; y < sh.V; ++y) row[y] *= keep;
         st.z[x] *= keep;
         for (std::int64_t s = 0; s < n; ++s) {

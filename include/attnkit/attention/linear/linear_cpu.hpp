@@ -59,21 +59,23 @@ struct linear_plan {
   static constexpr std::int64_t L = simd::lanes<Arch>;
   static constexpr std::int64_t sub = 16;  // GLA sub-block rows, a multiple of lanes
   std::int64_t C = 0, Cp = 0, Kp = 0, Vp = 0;
+  std::int64_t Kr = 0;  // floats per row of the (C, Kp) arrays: at least L, so a scalar decay's
+                        // one float per row, and intra_scalar's exponent row, fit even when K = 0
 
   /// chunk: the rows of the longest chunk a call runs (params.chunk clamped to t).
   linear_plan(const char* fn, std::int64_t chunk, std::int64_t K, std::int64_t V) {
     const long double c = chunk + sub, k = K + L, v = V + L;
     check_scratch_floats(fn, 11 * c * k + 3 * c * (c + v) + k * (v + 3) + 512);  // slot_floats, before it multiplies
-    C = chunk, Cp = round(chunk, sub), Kp = round(K, L), Vp = round(V, L);
+    C = chunk, Cp = round(chunk, sub), Kp = round(K, L), Vp = round(V, L), Kr = std::max(Kp, L);
   }
 
   static std::int64_t round(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
-  /// Floats of one slot: q, qd, k, kd, kh, g, into, past, P, Ssuf (C, Kp); kt (Kp, Cp);
+  /// Floats of one slot: q, qd, k, kd, kh, g, into, past, P, Ssuf (C, Kr); kt (Kp, Cp);
   /// v, o (C, Vp); A (C, Cp); S (Kp, Vp); z, G, keep (Kp); den (C). A multiple of 16,
   /// so every slot starts 64-byte aligned.
   std::size_t slot_floats() const {
-    const std::int64_t n = 10 * C * Kp + Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp + C + 19 * 16;
+    const std::int64_t n = 10 * C * Kr + Kp * Cp + 2 * C * Vp + C * Cp + Kp * Vp + 3 * Kp + C + 19 * 16;
     return static_cast<std::size_t>(round(n, 16));  // 19 * 16: each array rounded up to 16 floats
   }
 };
@@ -89,7 +91,7 @@ struct linear_slot {
       at += (n + 15) / 16 * 16;  // keeps every array 64-byte aligned
       return r;
     };
-    for (float** x : {&q, &qd, &k, &kd, &kh, &g, &into, &past, &P, &Ssuf}) *x = take(p.C * p.Kp);
+    for (float** x : {&q, &qd, &k, &kd, &kh, &g, &into, &past, &P, &Ssuf}) *x = take(p.C * p.Kr);
     kt = take(p.Kp * p.Cp), v = take(p.C * p.Vp), o = take(p.C * p.Vp), a = take(p.C * p.Cp);
     s = take(p.Kp * p.Vp), z = take(p.Kp), G = take(p.Kp), keep = take(p.Kp), den = take(p.C);
   }
@@ -133,11 +135,16 @@ struct linear_call {
   /// One decode step for (b, h), fused over the state's rows (see the top).
   template <class Arch>
   void decode(std::int64_t b, std::int64_t h, const linear_plan<Arch>& p, linear_slot<Arch>& w) const;
+  /// Row t of head (b, h) of x; null when x has no columns (an empty view may be null).
+  template <class T>
+  static T* row(const tensor_view<T, 4>& x, std::int64_t b, std::int64_t h, std::int64_t t) {
+    return x.extent(3) == 0 ? nullptr : &x(b, h, t, 0);
+  }
   /// g[0, width) = the log decay of row t for each channel, zeros past K.
   template <class Arch>
   void gate_row(std::int64_t b, std::int64_t h, std::int64_t t, float* g, std::int64_t width) const {
     if (decay.per_channel.stride(3) == 1)
-      simd::widen_row<Arch>(&decay.per_channel(b, h, t, 0), sh.K, g, width);
+      simd::widen_row<Arch>(row(decay.per_channel, b, h, t), sh.K, g, width);
     else
       for (std::int64_t x = 0; x < width; ++x) g[x] = x < sh.K ? decay(b, h, t, x) : 0.0f;
   }
@@ -229,14 +236,14 @@ float linear_call<TQ, TK, TV, TO>::load_chunk(std::int64_t b, std::int64_t h, st
   const bool channel = !decay.scalar();
   float lowest = 0.0f;
   for (std::int64_t r = 0; r < n; ++r) {
-    simd::widen_row<Arch>(&q(b, h, t0 + r, 0), K, w.q + r * Kp, Kp);
-    simd::widen_row<Arch>(&k(b, h, t0 + r, 0), K, w.k + r * Kp, Kp);
-    simd::widen_row<Arch>(&v(b, h, t0 + r, 0), V, w.v + r * p.Vp, p.Vp);
+    simd::widen_row<Arch>(row(q, b, h, t0 + r), K, w.q + r * Kp, Kp);
+    simd::widen_row<Arch>(row(k, b, h, t0 + r), K, w.k + r * Kp, Kp);
+    simd::widen_row<Arch>(row(v, b, h, t0 + r), V, w.v + r * p.Vp, p.Vp);
     if (const std::int64_t ahead = t0 + p.C + r; ahead < sh.t) {  // the same row of the next chunk
-      simd::prefetch_row(&q(b, h, ahead, 0), K);
-      simd::prefetch_row(&k(b, h, ahead, 0), K);
-      simd::prefetch_row(&v(b, h, ahead, 0), V);
-      if (channel) simd::prefetch_row(&decay.per_channel(b, h, ahead, 0), K * decay.per_channel.stride(3));
+      simd::prefetch_row(row(q, b, h, ahead), K);
+      simd::prefetch_row(row(k, b, h, ahead), K);
+      simd::prefetch_row(row(v, b, h, ahead), V);
+      if (channel) simd::prefetch_row(row(decay.per_channel, b, h, ahead), K * decay.per_channel.stride(3));
     }
     if (!channel) {
       w.g[r] = decay(b, h, t0 + r, 0);
@@ -499,16 +506,16 @@ void linear_call<TQ, TK, TV, TO>::decode(std::int64_t b, std::int64_t h, const l
   constexpr std::int64_t L = simd::lanes<Arch>;
   const std::int64_t K = sh.K, V = sh.V, Vfull = V / L * L;
   // The step in fp32: q, k (K), v (V), and each channel's decay e^g in keep (K).
-  simd::widen_row<Arch>(&q(b, h, 0, 0), K, w.q, p.Kp);
-  simd::widen_row<Arch>(&k(b, h, 0, 0), K, w.k, p.Kp);
-  simd::widen_row<Arch>(&v(b, h, 0, 0), V, w.v, p.Vp);
+  simd::widen_row<Arch>(row(q, b, h, 0), K, w.q, p.Kp);
+  simd::widen_row<Arch>(row(k, b, h, 0), K, w.k, p.Kp);
+  simd::widen_row<Arch>(row(v, b, h, 0), V, w.v, p.Vp);
   if (decay.scalar()) {
     std::fill(w.keep, w.keep + p.Kp, std::exp(decay(b, h, 0, 0)));
   } else {
     gate_row<Arch>(b, h, 0, w.g, p.Kp);
     exp_row<Arch>(w.g, w.keep, p.Kp);
   }
-  const bool kept = is_given(state.s);
+  const bool kept = is_given(state.s) && K > 0;  // K = 0: no state rows (and the view may be null)
   float* s = kept ? &state.s(b, h, 0, 0) : w.s;  // (K, V), rows ld apart
   const std::int64_t ld = kept ? state.s.stride(2) : p.Vp;
   if (!kept) std::fill(w.s, w.s + K * p.Vp, 0.0f);
@@ -543,8 +550,9 @@ void linear_call<TQ, TK, TV, TO>::decode(std::int64_t b, std::int64_t h, const l
 
   float den = 0.0f;
   if (normalize) {
-    float* z = is_given(state.z) ? &state.z(b, h, 0) : w.z;  // (K)
-    if (!is_given(state.z)) std::fill(w.z, w.z + K, 0.0f);
+    const bool kept_z = is_given(state.z) && K > 0;
+    float* z = kept_z ? &state.z(b, h, 0) : w.z;  // (K)
+    if (!kept_z) std::fill(w.z, w.z + K, 0.0f);
     for (std::int64_t x = 0; x < K; ++x) {
       z[x] = w.keep[x] * z[x] + w.k[x];
       den += w.q[x] * z[x];
