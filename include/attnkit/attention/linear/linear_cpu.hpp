@@ -381,74 +381,74 @@ void linear_call<TQ, TK, TV, TO>::intra_subblocks(std::int64_t n, const linear_p
   using B = simd::fbatch<Arch>;
   constexpr std::int64_t L = simd::lanes<Arch>;
   const std::int64_t Kp = p.Kp, Cp = p.Cp;
-    std::fill(w.a, w.a + n * Cp, 0.0f);
-    // Sub-block-local prefix P (inclusive) and suffix Ssuf (exclusive) of the gates.
-    for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
-      const std::int64_t i1 = std::min(n, i0 + p.sub);
-      for (std::int64_t x = 0; x < Kp; x += L) {
-        B pre(0.0f), suf(0.0f);
-        for (std::int64_t r = i0; r < i1; ++r) {
-          pre = pre + simd::load<Arch>(w.g + r * Kp + x);
-          simd::store<Arch>(w.P + r * Kp + x, pre);
-        }
-        for (std::int64_t r = i1 - 1; r >= i0; --r) {
-          simd::store<Arch>(w.Ssuf + r * Kp + x, suf);
-          suf = suf + simd::load<Arch>(w.g + r * Kp + x);
-        }
+  std::fill(w.a, w.a + n * Cp, 0.0f);
+  // Sub-block-local prefix P (inclusive) and suffix Ssuf (exclusive) of the gates.
+  for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
+    const std::int64_t i1 = std::min(n, i0 + p.sub);
+    for (std::int64_t x = 0; x < Kp; x += L) {
+      B pre(0.0f), suf(0.0f);
+      for (std::int64_t r = i0; r < i1; ++r) {
+        pre = pre + simd::load<Arch>(w.g + r * Kp + x);
+        simd::store<Arch>(w.P + r * Kp + x, pre);
+      }
+      for (std::int64_t r = i1 - 1; r >= i0; --r) {
+        simd::store<Arch>(w.Ssuf + r * Kp + x, suf);
+        suf = suf + simd::load<Arch>(w.g + r * Kp + x);
       }
     }
-    // qp = q ⊙ e^{P} and kh = k ⊙ e^{Ssuf}, both <= their inputs (qd and past are free now).
-    float* qp = w.qd;
-    for (std::int64_t r = 0; r < n; ++r) {
-      exp_row<Arch>(w.P + r * Kp, qp + r * Kp, Kp, w.q + r * Kp);
-      exp_row<Arch>(w.Ssuf + r * Kp, w.kh + r * Kp, Kp, w.k + r * Kp);
-    }
-    // Diagonal sub-blocks. When the block's decay stays above e^-40, factor it:
-    // A_rs = qp_r · (k_s ⊙ e^{-P_s}), with e^{-P} <= e^40 (no overflow). Otherwise
-    // each pair takes its own exponent e^{P_r - P_s}.
-    float* kf = w.past;
-    for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
-      const std::int64_t i1 = std::min(n, i0 + p.sub);
-      bool bounded = true;
-      for (std::int64_t x = 0; x < Kp; ++x) bounded &= w.P[(i1 - 1) * Kp + x] >= -40.0f;  // P falls with r
-      if (bounded)
-        for (std::int64_t r = i0; r < i1; ++r)
-          for (std::int64_t x = 0; x < Kp; x += L)
-            simd::store<Arch>(kf + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) *
-                                                   simd::exp<Arch>(-simd::load<Arch>(w.P + r * Kp + x)));
+  }
+  // qp = q ⊙ e^{P} and kh = k ⊙ e^{Ssuf}, both <= their inputs (qd and past are free now).
+  float* qp = w.qd;
+  for (std::int64_t r = 0; r < n; ++r) {
+    exp_row<Arch>(w.P + r * Kp, qp + r * Kp, Kp, w.q + r * Kp);
+    exp_row<Arch>(w.Ssuf + r * Kp, w.kh + r * Kp, Kp, w.k + r * Kp);
+  }
+  // Diagonal sub-blocks. When the block's decay stays above e^-40, factor it:
+  // A_rs = qp_r · (k_s ⊙ e^{-P_s}), with e^{-P} <= e^40 (no overflow). Otherwise
+  // each pair takes its own exponent e^{P_r - P_s}.
+  float* kf = w.past;
+  for (std::int64_t i0 = 0; i0 < n; i0 += p.sub) {
+    const std::int64_t i1 = std::min(n, i0 + p.sub);
+    bool bounded = true;
+    for (std::int64_t x = 0; x < Kp; ++x) bounded &= w.P[(i1 - 1) * Kp + x] >= -40.0f;  // P falls with r
+    if (bounded)
       for (std::int64_t r = i0; r < i1; ++r)
-        for (std::int64_t s = i0; s <= r; ++s) {
-          B acc(0.0f);
-          if (bounded) {
-            for (std::int64_t x = 0; x < Kp; x += L)
-              acc = xsimd::fma(simd::load<Arch>(qp + r * Kp + x), simd::load<Arch>(kf + s * Kp + x), acc);
-          } else {
-            for (std::int64_t x = 0; x < Kp; x += L)
-              acc = xsimd::fma(simd::load<Arch>(w.q + r * Kp + x) * simd::load<Arch>(w.k + s * Kp + x),
-                               simd::exp<Arch>(simd::load<Arch>(w.P + r * Kp + x) - simd::load<Arch>(w.P + s * Kp + x)),
-                               acc);
-          }
-          w.a[r * Cp + s] = simd::reduce_add<Arch>(acc);
-        }
-    }
-    // Off-diagonal sub-blocks i > j: (qp_i ⊙ e^{G_ji}) khᵀ_j, G_ji = Σ g strictly between them.
-    simd::transpose<Arch>(w.kh, Kp, n, Kp, w.kt, Cp);
-    for (std::int64_t i0 = p.sub; i0 < n; i0 += p.sub) {
-      const std::int64_t rows = std::min(n, i0 + p.sub) - i0;
-      float* qi = w.kh + i0 * Kp;  // kh is in kt now; its rows hold qp_i ⊙ e^{G}
-      std::fill(w.G, w.G + Kp, 0.0f);
-      for (std::int64_t j0 = i0 - p.sub; j0 >= 0; j0 -= p.sub) {
-        if (j0 + p.sub < i0)  // add the whole of sub-block j + 1
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(kf + r * Kp + x, simd::load<Arch>(w.k + r * Kp + x) *
+                                                 simd::exp<Arch>(-simd::load<Arch>(w.P + r * Kp + x)));
+    for (std::int64_t r = i0; r < i1; ++r)
+      for (std::int64_t s = i0; s <= r; ++s) {
+        B acc(0.0f);
+        if (bounded) {
           for (std::int64_t x = 0; x < Kp; x += L)
-            simd::store<Arch>(w.G + x, simd::load<Arch>(w.G + x) + simd::load<Arch>(w.P + (j0 + 2 * p.sub - 1) * Kp + x));
-        for (std::int64_t x = 0; x < Kp; x += L) {
-          const B eg = simd::exp<Arch>(simd::load<Arch>(w.G + x));
-          for (std::int64_t r = 0; r < rows; ++r)
-            simd::store<Arch>(qi + r * Kp + x, simd::load<Arch>(qp + (i0 + r) * Kp + x) * eg);
+            acc = xsimd::fma(simd::load<Arch>(qp + r * Kp + x), simd::load<Arch>(kf + s * Kp + x), acc);
+        } else {
+          for (std::int64_t x = 0; x < Kp; x += L)
+            acc = xsimd::fma(simd::load<Arch>(w.q + r * Kp + x) * simd::load<Arch>(w.k + s * Kp + x),
+                             simd::exp<Arch>(simd::load<Arch>(w.P + r * Kp + x) - simd::load<Arch>(w.P + s * Kp + x)),
+                             acc);
         }
-        simd::gemm_tile<Arch, false>(qi, Kp, w.kt + j0, Cp, w.a + i0 * Cp + j0, Cp, rows, p.sub, Kp);
+        w.a[r * Cp + s] = simd::reduce_add<Arch>(acc);
       }
+  }
+  // Off-diagonal sub-blocks i > j: (qp_i ⊙ e^{G_ji}) khᵀ_j, G_ji = Σ g strictly between them.
+  simd::transpose<Arch>(w.kh, Kp, n, Kp, w.kt, Cp);
+  for (std::int64_t i0 = p.sub; i0 < n; i0 += p.sub) {
+    const std::int64_t rows = std::min(n, i0 + p.sub) - i0;
+    float* qi = w.kh + i0 * Kp;  // kh is in kt now; its rows hold qp_i ⊙ e^{G}
+    std::fill(w.G, w.G + Kp, 0.0f);
+    for (std::int64_t j0 = i0 - p.sub; j0 >= 0; j0 -= p.sub) {
+      if (j0 + p.sub < i0)  // add the whole of sub-block j + 1
+        for (std::int64_t x = 0; x < Kp; x += L)
+          simd::store<Arch>(w.G + x, simd::load<Arch>(w.G + x) + simd::load<Arch>(w.P + (j0 + 2 * p.sub - 1) * Kp + x));
+      for (std::int64_t x = 0; x < Kp; x += L) {
+        const B eg = simd::exp<Arch>(simd::load<Arch>(w.G + x));
+        for (std::int64_t r = 0; r < rows; ++r)
+          simd::store<Arch>(qi + r * Kp + x, simd::load<Arch>(qp + (i0 + r) * Kp + x) * eg);
+      }
+      simd::gemm_tile<Arch, false>(qi, Kp, w.kt + j0, Cp, w.a + i0 * Cp + j0, Cp, rows, p.sub, Kp);
     }
+  }
 }
 
 /// o rows out: scale · o (over scale · (qd z + Σ_s A) + eps when normalizing).
