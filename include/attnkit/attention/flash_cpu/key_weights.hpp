@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+
 #include "attnkit/attention/flash_cpu/plan.hpp"
 #include "attnkit/attention/key_weights.hpp"
 #include "attnkit/backend/cpu/convert.hpp"

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+
 #include "attnkit/attention/flash_cpu/key_weights.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
