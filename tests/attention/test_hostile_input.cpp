@@ -121,8 +121,10 @@ TEST(HostileInput, NonFiniteSlopesAndSinkLogitsAreRejected) {
   attention_params with_slopes, with_sinks;
   with_slopes.alibi_slopes = tensor_view<const float, 1>(slopes, {2});
   with_sinks.sink_logits = tensor_view<const float, 1>(sinks, {2});
-  for (const auto& [params, what] : {std::pair{with_slopes, "params.alibi_slopes(1) must be finite"},
-                                     std::pair{with_sinks, "params.sink_logits(0) must be finite"}}) {
+  for (const auto& c : {std::pair{with_slopes, "params.alibi_slopes(1) must be finite"},
+                        std::pair{with_sinks, "params.sink_logits(0) must be finite"}}) {
+    const attention_params& params = c.first;  // a plain reference: lambdas cannot capture a structured binding in C++17
+    const char* what = c.second;
     expect_rejected([&] { flash_attention(q.cview(), q.cview(), q.cview(), o.view(), params); }, what);
     expect_rejected([&] { flash_attention(q.cview(), q.cview(), q.cview(), o.view(), params, {}, reference{}); },
                     what);
