@@ -72,9 +72,10 @@ struct flash_cpu_plan {
     if (empty) return;               // no work, no scratch
     // A bound on every array below, before any of their products is taken.
     const long double skv_pad_ld = static_cast<long double>(s.skv) + tiling::kv_tile;
-    check_scratch_floats(fn, slots * skv_pad_ld * (s.d + s.dv + 2 * L) +
-                                 static_cast<long double>(s.b) * s.hq * s.sq * (skv_pad_ld + s.dv + 2 * L + 4) +
-                                 slots * (tiling::q_tile + L + 16.0L) * (s.d + s.dv + tiling::kv_tile + 2 * L));
+    const long double d_ld = static_cast<long double>(s.d), dv_ld = static_cast<long double>(s.dv);  // no int64 sums
+    check_scratch_floats(fn, slots * skv_pad_ld * (d_ld + dv_ld + 2 * L) +
+                                 static_cast<long double>(s.b) * s.hq * s.sq * (skv_pad_ld + dv_ld + 2 * L + 4) +
+                                 slots * (tiling::q_tile + L + 16.0L) * (d_ld + dv_ld + tiling::kv_tile + 2 * L));
     group = s.hkv > 0 ? s.hq / s.hkv : 1;
     dp = (s.d + L - 1) / L * L;
     dvp = (s.dv + L - 1) / L * L;

@@ -40,7 +40,8 @@ struct based_plan {
 
   /// chunk: the rows of the longest chunk a call runs (params.chunk clamped to t).
   based_plan(const char* fn, std::int64_t chunk, std::int64_t d, std::int64_t D_, std::int64_t V) {
-    const long double c = chunk + 16, k = d + 16, f = D_ + 16, v = V + 16;
+    const long double c = static_cast<long double>(chunk) + 16, k = static_cast<long double>(d) + 16,
+                      f = static_cast<long double>(D_) + 16, v = static_cast<long double>(V) + 16;  // no int64 sum
     check_scratch_floats(fn, 3 * c * k + 2 * c * f + 3 * c * v + c * c + f * (v + 1) + c);  // slot_floats, unmultiplied
     C = chunk, Cp = round(chunk), dp = round(d), D = D_, Dp = round(D_), Vp = round(V);
   }

@@ -64,7 +64,8 @@ struct linear_plan {
 
   /// chunk: the rows of the longest chunk a call runs (params.chunk clamped to t).
   linear_plan(const char* fn, std::int64_t chunk, std::int64_t K, std::int64_t V) {
-    const long double c = chunk + sub, k = K + L, v = V + L;
+    const long double c = static_cast<long double>(chunk) + sub, k = static_cast<long double>(K) + L,
+                      v = static_cast<long double>(V) + L;  // chunk may be INT64_MAX: add in long double
     check_scratch_floats(fn, 11 * c * k + 3 * c * (c + v) + k * (v + 3) + 512);  // slot_floats, before it multiplies
     C = chunk, Cp = round(chunk, sub), Kp = round(K, L), Vp = round(V, L), Kr = std::max(Kp, L);
   }
