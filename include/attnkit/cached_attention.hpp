@@ -70,11 +70,7 @@ struct cached_call {
   }
 };
 
-#if ATTNKIT_HAS_XSIMD
-using cached_backend = cpu<xsimd::default_arch>;
-#else
-using cached_backend = reference;
-#endif
+using cached_backend = cpu_native;
 
 }  // namespace detail
 

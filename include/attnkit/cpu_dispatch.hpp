@@ -25,6 +25,8 @@
 #include <string>
 #include <type_traits>
 
+#include "attnkit/attention/attention_args.hpp"
+#include "attnkit/attention/flash_front.hpp"
 #include "attnkit/attention/key_weights.hpp"
 #include "attnkit/attention/linear/based.hpp"
 #include "attnkit/attention/linear/linear_params.hpp"
@@ -50,9 +52,8 @@ namespace attnkit::dispatch_abi {
 enum class isa : int { avx2, avx512 };
 enum class op : int {
   flash,
-  flash_paged,
   flash_workspace,
-  flash_paged_workspace,
+  flash_bound,
   key_weights,
   linear,
   linear_varlen,
@@ -85,8 +86,8 @@ using untyped = type_list<types<>>;
 
 /// The one list: every op cpu_dispatch runs, with the element types it runs it for.
 using dispatched_ops =
-    type_list<entry<op::flash, attention_types>, entry<op::flash_paged, attention_types>,
-              entry<op::flash_workspace, attention_types>, entry<op::flash_paged_workspace, attention_types>,
+    type_list<entry<op::flash, attention_types>, entry<op::flash_workspace, attention_types>,
+              entry<op::flash_bound, untyped>,
               entry<op::key_weights, key_weight_types>, entry<op::linear, linear_types>,
               entry<op::linear_varlen, linear_types>, entry<op::linear_workspace, untyped>,
               entry<op::based, linear_types>, entry<op::based_workspace, untyped>>;
@@ -140,17 +141,9 @@ using types_of = dispatch_abi::types<dtype_of<Ts>...>;
 template <class T>
 using view4 = tensor_view<T, 4>;
 
-/// KV is view4 (strided keys and values) or paged_kv.
-template <class TQ, class TKV, class TO, template <class> class KV>
-struct flash_args {
-  tensor_view<const TQ, 4> q;  // (b, hq, sq, d)
-  KV<const TKV> k;             // (b, hkv, skv, d), or pages (num_pages, hkv, page_size, d)
-  KV<const TKV> v;             // (b, hkv, skv, dv), or pages (num_pages, hkv, page_size, dv)
-  tensor_view<TO, 4> o;        // (b, hq, sq, dv)
-  attention_params params;
-  tensor_view<float, 3> lse;   // (b, hq, sq) or empty
-  key_weights kw;
-};
+/// A flash call's arguments (attention_args.hpp) with read-only inputs.
+template <class TQ, class TKV, class TO>
+using flash_args = attention_args<const TQ, const TKV, const TKV, TO>;
 
 template <class TQ, class TK>
 struct key_weights_args {
@@ -251,38 +244,22 @@ template <class T, std::size_t R>
 tensor_view<const std::remove_const_t<T>, R> as_const(const tensor_view<T, R>& v) {
   return v;
 }
-template <class T>
-paged_kv<const std::remove_const_t<T>> as_const(const paged_kv<T>& kv) {
-  return {kv.pages, kv.table};
-}
-
-/// A flash call's keys and values: strided views or a paged cache, each with its ops and argument struct.
-template <class KS>
-struct kv_form;
-template <class T>
-struct kv_form<tensor_view<T, 4>> {
-  using element = std::remove_const_t<T>;
-  static constexpr dispatch_abi::op run = dispatch_abi::op::flash, size = dispatch_abi::op::flash_workspace;
-  template <class TQ, class TO>
-  using args = flash_args<TQ, element, TO, view4>;
-};
-template <class T>
-struct kv_form<paged_kv<T>> {
-  using element = std::remove_const_t<T>;
-  static constexpr dispatch_abi::op run = dispatch_abi::op::flash_paged, size = dispatch_abi::op::flash_paged_workspace;
-  template <class TQ, class TO>
-  using args = flash_args<TQ, element, TO, paged_kv>;
-};
-
-/// flash_attention (Size false) or its workspace query (Size true), for either form of keys.
-template <bool Size, class TQ, class KS, class VS, class TO>
-std::size_t flash_front(const char* fn, const tensor_view<TQ, 4>& q, const KS& k, const VS& v,
-                        const tensor_view<TO, 4>& o, const attention_params& params,
-                        const tensor_view<float, 3>& lse, const key_weights& kw, const cpu_dispatch& backend) {
-  using form = kv_form<KS>;
-  const typename form::template args<std::remove_const_t<TQ>, TO> args{as_const(q), as_const(k), as_const(v),
-                                                                       o, params, lse, kw};
-  return dispatch<Size ? form::size : form::run, types_of<TQ, typename form::element, TO>>(fn, args, backend);
+/// args with read-only q, k and v: the form the arch side compiles.
+template <class TQ, class TK, class TV, class TO>
+flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, TO> as_const_args(const attention_args<TQ, TK, TV, TO>& a) {
+  flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, TO> c;
+  c.q = a.q;
+  c.k = a.k;
+  c.v = a.v;
+  c.o = a.o;
+  c.params = a.params;
+  c.lse = a.lse;
+  c.kw = a.kw;
+  c.cu_seqlens_q = a.cu_seqlens_q;
+  c.q_pos = a.q_pos;
+  c.k_pos = a.k_pos;
+  c.mask = a.mask;
+  return c;
 }
 
 template <class TQ, class TK, class TV, class TO>
@@ -314,34 +291,12 @@ inline const char* cpu_dispatch_arch() {
   return choice.isa == dispatch_abi::isa::avx512 ? "avx512" : "avx2";
 }
 
-/// flash_attention on the best arch of this CPU; same shapes and contract as cpu<Arch> (flash_cpu.hpp).
+/// flash_attention on the best arch of this CPU; same contract as cpu<Arch> (flash_cpu.hpp).
 template <class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw,
-                     const cpu_dispatch& backend) {
+void flash_attention(const attention_args<TQ, TK, TV, TO>& args, const cpu_dispatch& backend) {
   ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, TO);
-  detail::dispatch::flash_front<false>("flash_attention", q, k, v, o, params, lse, kw, backend);
-}
-
-template <class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const cpu_dispatch& backend) {
-  flash_attention(q, k, v, o, params, lse, key_weights{}, backend);
-}
-
-/// flash_attention over a paged KV cache on the best arch of this CPU.
-template <class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw,
-                     const cpu_dispatch& backend) {
-  ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, TO);
-  detail::dispatch::flash_front<false>("flash_attention", q, k, v, o, params, lse, kw, backend);
-}
-
-template <class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const cpu_dispatch& backend) {
-  flash_attention(q, k, v, o, params, lse, key_weights{}, backend);
+  using namespace detail::dispatch;
+  dispatch<dispatch_abi::op::flash, types_of<TQ, TK, TO>>("flash_attention", as_const_args(args), backend);
 }
 
 /// attention_key_weights (the second pass on its own) on the best arch of this CPU.
@@ -357,24 +312,21 @@ void attention_key_weights(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, const att
   dispatch<dispatch_abi::op::key_weights, types_of<TQ, TK>>("attention_key_weights", args, backend);
 }
 
-/// Scratch bytes of flash_attention(q, k, v, o, params, lse, kw, backend) on the arch chosen here.
-template <class TQ, class TK, class TV>
-std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
-                                           const cpu_dispatch& backend, tensor_view<float, 3> lse = {},
-                                           const key_weights& kw = {}) {
-  ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, float);
-  return detail::dispatch::flash_front<true>("flash_attention_workspace_size", q, k, v, tensor_view<float, 4>{}, {},
-                                             lse, kw, backend);
+/// Scratch bytes of flash_attention(args, backend) on the arch chosen here.
+template <class TQ, class TK, class TV, class TO>
+std::size_t flash_attention_workspace_size(const attention_args<TQ, TK, TV, TO>& args, const cpu_dispatch& backend) {
+  ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, TO);
+  using namespace detail::dispatch;
+  return dispatch<dispatch_abi::op::flash_workspace, types_of<TQ, TK, TO>>("flash_attention_workspace_size",
+                                                                         as_const_args(args), backend);
 }
 
-/// Scratch bytes of the paged flash_attention call on the arch chosen here.
-template <class TQ, class TK, class TV>
-std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v,
-                                           const cpu_dispatch& backend, tensor_view<float, 3> lse = {},
-                                           const key_weights& kw = {}) {
-  ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, float);
-  return detail::dispatch::flash_front<true>("flash_attention_workspace_size", q, k, v, tensor_view<float, 4>{}, {},
-                                             lse, kw, backend);
+/// Scratch bytes covering every flash_attention call within limits, on the arch chosen here.
+template <class Backend>
+std::enable_if_t<std::is_same_v<Backend, cpu_dispatch>, std::size_t> flash_attention_workspace_bound(
+    const attention_limits& limits, const Backend& backend) {
+  return detail::dispatch::dispatch<dispatch_abi::op::flash_bound, dispatch_abi::types<>>(
+      "flash_attention_workspace_bound", limits, backend);
 }
 
 /// linear_attention on the best arch of this CPU (lightning_attention and

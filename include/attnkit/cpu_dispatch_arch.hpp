@@ -80,23 +80,25 @@ inline executor caller_executor(const dispatch_abi::call& c) {
   });
 }
 
+/// flash_args of an element-type pack (an alias template takes no pack).
+template <class... E>
+struct flash_args_for;
+template <class TQ, class TKV, class TO>
+struct flash_args_for<TQ, TKV, TO> {
+  using type = flash_args<TQ, TKV, TO>;
+};
+
 /// The table's bodies: op Op for element types D..., on cpu<Arch>.
 template <class Arch, dispatch_abi::op Op, dispatch_abi::dtype... D>
 std::size_t run_op(const dispatch_abi::call& c, dispatch_abi::types<D...>) {
   using dispatch_abi::op;
   const cpu<Arch> be{caller_executor(c), workspace{c.scratch, c.scratch_bytes}};
   if constexpr (Op == op::flash) {
-    const auto a = read_args<flash_args<element_t<D>..., view4>>(c.args);
-    flash_attention(a.q, a.k, a.v, a.o, a.params, a.lse, a.kw, be);
-  } else if constexpr (Op == op::flash_paged) {
-    const auto a = read_args<flash_args<element_t<D>..., paged_kv>>(c.args);
-    flash_attention(a.q, a.k, a.v, a.o, a.params, a.lse, a.kw, be);
+    flash_attention(read_args<typename flash_args_for<element_t<D>...>::type>(c.args), be);
   } else if constexpr (Op == op::flash_workspace) {
-    const auto a = read_args<flash_args<element_t<D>..., view4>>(c.args);
-    return flash_attention_workspace_size(a.q, a.k, a.v, be, a.lse, a.kw);
-  } else if constexpr (Op == op::flash_paged_workspace) {
-    const auto a = read_args<flash_args<element_t<D>..., paged_kv>>(c.args);
-    return flash_attention_workspace_size(a.q, a.k, a.v, be, a.lse, a.kw);
+    return flash_attention_workspace_size(read_args<typename flash_args_for<element_t<D>...>::type>(c.args), be);
+  } else if constexpr (Op == op::flash_bound) {
+    return flash_attention_workspace_bound(read_args<attention_limits>(c.args), be);
   } else if constexpr (Op == op::key_weights) {
     const auto a = read_args<key_weights_args<element_t<D>...>>(c.args);
     attention_key_weights(a.q, a.k, a.params, a.lse, a.kw, be);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -28,9 +29,17 @@ struct reference_result {
   }
 };
 
+/// Positions and an extra mask for the oracle. Query row i of batch b sits at
+/// q_pos[b] + i and key j at k_pos[b] + j (empty: skv - sq + i and j); `allowed`
+/// (when set) must also say yes for key j to be visible.
+struct oracle_options {
+  std::vector<std::int64_t> q_pos, k_pos;
+  std::function<bool(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j)> allowed;
+};
+
 template <class TQ, class TK, class TV>
 reference_result reference_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
-                                     const attention_params& p) {
+                                     const attention_params& p, const oracle_options& opt = {}) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   const std::int64_t B = q.extent(0), HQ = q.extent(1), SQ = q.extent(2), D = q.extent(3);
   const std::int64_t HKV = k.extent(1), SKV = k.extent(2), DV = v.extent(3);
@@ -48,14 +57,17 @@ reference_result reference_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k,
       const std::int64_t kvh = h * HKV / HQ;
       const bool has_sink = !p.sink_logits.empty();
       const double sink = has_sink ? static_cast<double>(p.sink_logits(h)) : -inf;
+      const std::int64_t k0 = opt.k_pos.empty() ? 0 : opt.k_pos[bi];
+      const std::int64_t q0 = opt.q_pos.empty() ? k0 + SKV - SQ : opt.q_pos[bi];
       for (std::int64_t i = 0; i < SQ; ++i) {
-        const std::int64_t pos = i + (SKV - SQ);
+        const std::int64_t pos = q0 + i;
         double best = sink;
         for (std::int64_t j = 0; j < SKV; ++j) {
-          bool ok = true;
-          if (p.causal && j > pos) ok = false;
-          if (p.window_right != attention_params::unbounded && j > pos + p.window_right) ok = false;
-          if (p.window_left != attention_params::unbounded && j < pos - p.window_left && j >= p.sinks) ok = false;
+          const std::int64_t kpos = k0 + j;
+          bool ok = !opt.allowed || opt.allowed(bi, h, i, j);
+          if (p.causal && kpos > pos) ok = false;
+          if (p.window_right != attention_params::unbounded && kpos > pos + p.window_right) ok = false;
+          if (p.window_left != attention_params::unbounded && kpos < pos - p.window_left && kpos >= p.sinks) ok = false;
           allowed[j] = ok;
           if (!ok) continue;
           double x = 0;
@@ -63,7 +75,8 @@ reference_result reference_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k,
             x += static_cast<double>(to_float(q(bi, h, i, c))) * static_cast<double>(to_float(k(bi, kvh, j, c)));
           x *= scale;
           if (p.softcap > 0) x = p.softcap * std::tanh(x / p.softcap);
-          if (!p.alibi_slopes.empty()) x += static_cast<double>(p.alibi_slopes(h)) * static_cast<double>(j - pos);
+          // ALiBi penalizes distance either way (keys after the query too, when visible).
+          if (!p.alibi_slopes.empty()) x -= static_cast<double>(p.alibi_slopes(h)) * std::abs(static_cast<double>(kpos - pos));
           logit[j] = x;
           if (x > best) best = x;
         }

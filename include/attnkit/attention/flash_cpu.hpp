@@ -29,8 +29,10 @@
 #include "attnkit/attention/flash_cpu/decode.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
 #include "attnkit/attention/flash_cpu/prefill.hpp"
+#include "attnkit/attention/attention_args.hpp"
+#include "attnkit/attention/check_args.hpp"
 #include "attnkit/attention/key_weights.hpp"
-#include "attnkit/attention/paged.hpp"
+#include "attnkit/attention/schedule.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/backend/tags.hpp"
@@ -42,128 +44,96 @@ ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
-/// Runs a validated call: plans, takes the scratch, picks prefill or decode.
-template <class Arch, class TQ, class KS, class VS, class TO>
-void flash_cpu(const char* fn, const attention_shape& s, const flash_request& req, const tensor_view<TQ, 4>& q,
-               const KS& k, const VS& v, const tensor_view<TO, 4>& o, const attention_params& params,
-               tensor_view<float, 3> lse, const key_weights& kw, const cpu<Arch>& backend) {
-  const flash_cpu_plan<Arch> plan(fn, s, backend.exec.concurrency(), req);
+/// The plan of a checked call over keys KS (strided_kv or paged_kv).
+template <class Arch, class KS>
+flash_cpu_plan<Arch> plan_call(const char* fn, const checked_call& c, const KS& k, std::int64_t concurrency,
+                               const flash_request& req) {
+  return flash_cpu_plan<Arch>(
+      fn, c.s, concurrency, req, [&](std::int64_t b) { return c.batch.rows(b); },
+      [&](std::int64_t b) { return k.length(b); });
+}
+
+/// Runs a checked call: plans, takes the scratch, lists each path's sequences
+/// (the schedule), and runs the decode and prefill paths over them.
+template <class Arch, class TQ, class TO, class KS, class VS>
+void flash_cpu(const char* fn, const checked_call& c, const flash_request& req, flash_io<TQ, TO> io, const KS& k,
+               const VS& v, const cpu<Arch>& backend) {
+  const flash_cpu_plan<Arch> plan = plan_call<Arch>(fn, c, k, backend.exec.concurrency(), req);
+  const attention_shape& s = c.s;
   if (plan.empty) {  // no query row: no key received any weight
     for (std::int64_t b = 0; plan.weights && s.skv > 0 && b < s.b; ++b)
-      for (std::int64_t w = 0; w < kw.out.extent(1); ++w) std::fill_n(&kw.out(b, w, 0), s.skv, 0.0f);
+      for (std::int64_t w = 0; w < io.kw.out.extent(1); ++w) std::fill_n(&io.kw.out(b, w, 0), s.skv, 0.0f);
     return;
   }
   scratch_arena arena(fn, backend.scratch, plan.bytes());
-  if (plan.own_lse) lse = tensor_view<float, 3>(arena.take(plan.lse_floats()), {s.b, s.hq, s.sq});
-  if (plan.decode)
-    flash_decode(plan, q, k, v, o, params, lse, kw, backend.exec, arena);
-  else
-    flash_prefill(plan, q, k, v, o, params, lse, kw, backend.exec, arena);
+  const flash_scratch scratch(plan, arena);
+  if (plan.own_lse) io.lse = tensor_view<float, 3>(scratch.lse, {s.b, s.hq, s.sq});
+  std::int64_t prefill = 0, decode = 0;
+  scratch.first_chunk[0] = 0;
+  for (std::int64_t b = 0; b < s.b; ++b) {
+    if (c.batch.rows(b) == 0) continue;
+    if (plan.on_decode_path(c.batch.rows(b))) {
+      scratch.decode_seqs[decode] = b;
+      scratch.first_chunk[decode + 1] = scratch.first_chunk[decode] + s.hkv * plan.splits(k.length(b));
+      ++decode;
+    } else {
+      scratch.prefill_seqs[prefill++] = b;
+    }
+  }
+  if (plan.decode_seqs > 0) flash_decode(plan, io, k, v, scratch, backend.exec);
+  if (plan.prefill_seqs > 0) flash_prefill(plan, io, k, v, scratch, backend.exec);
 }
 
 template <class TV>
-bool values_in_place(const tensor_view<TV, 4>& v) {
-  return std::is_same_v<std::remove_const_t<TV>, float> && (v.extent(3) <= 1 || v.stride(3) == 1);
+bool values_in_place(const kv_input<TV>& v) {
+  return std::is_same_v<std::remove_const_t<TV>, float> && !v.is_paged &&
+         (v.strided.extent(3) <= 1 || v.strided.stride(3) == 1);
 }
 
-inline flash_request make_request(bool values_in_place, const tensor_view<float, 3>& lse, const key_weights& kw) {
-  return flash_request{values_in_place, true, is_given(kw), is_given(lse)};
-}
-
-/// The checks of paged q, k, v; returns their shape with skv the longest
-/// sequence, and the shortest in `shortest`.
-template <class TQ, class TK, class TV>
-attention_shape check_paged_qkv(const char* fn, const tensor_view<TQ, 4>& q, const paged_kv<TK>& k,
-                                const paged_kv<TV>& v, std::int64_t& shortest) {
-  check_view(fn, "q", q, true);
-  check_paged(fn, "k", k);
-  check_paged(fn, "v", v);
-  attention_shape s{q.extent(0), q.extent(1), k.heads(), q.extent(2), 0, q.extent(3), v.dim()};
-  ATTNKIT_CHECK(k.table.batch() == s.b, fn, ": k.table has ", k.table.batch(), " sequences, q.extent(0) (b) = ",
-                s.b);
-  ATTNKIT_CHECK(v.table.batch() == s.b, fn, ": v.table has ", v.table.batch(), " sequences, q.extent(0) (b) = ",
-                s.b);
-  ATTNKIT_CHECK(v.heads() == s.hkv, fn, ": v.pages.extent(1) (hkv) must equal k.pages.extent(1) = ", s.hkv,
-                ", got ", v.heads());
-  check_heads(fn, s.hq, s.hkv, "k.pages.extent(1)");
-  ATTNKIT_CHECK(k.dim() == s.d, fn, ": k.pages.extent(3) (d) must equal q.extent(3) = ", s.d, ", got ", k.dim());
-  check_head_dims(fn, s.d, s.dv);
-  shortest = s.b > 0 ? k.length(0) : 0;
-  for (std::int64_t b = 0; b < s.b; ++b) {
-    ATTNKIT_CHECK(k.length(b) == v.length(b), fn, ": sequence ", b, " has ", k.length(b), " keys but ",
-                  v.length(b), " values");
-    s.skv = std::max(s.skv, k.length(b));
-    shortest = std::min(shortest, k.length(b));
-  }
-  return s;
-}
-
-/// Every check of a paged call; returns its shape, with skv the longest sequence.
 template <class TQ, class TK, class TV, class TO>
-attention_shape check_paged_call(const char* fn, const tensor_view<TQ, 4>& q, const paged_kv<TK>& k,
-                                 const paged_kv<TV>& v, const tensor_view<TO, 4>& o, const attention_params& params,
-                                 const tensor_view<float, 3>& lse) {
-  static_assert(attention_types_ok<TQ, TK, TV, TO>, "q, k, v, o must hold float, half or bfloat16 (o non-const)");
-  std::int64_t shortest = 0;
-  const attention_shape s = check_paged_qkv(fn, q, k, v, shortest);
-  check_output(fn, o, s, "v.pages.extent(3)");
-  attention_shape params_shape = s;
-  params_shape.skv = shortest;  // sinks must exist in every sequence
-  check_params(fn, params, params_shape);
-  check_lse(fn, lse, s);
-  return s;
+flash_request make_request(const attention_args<TQ, TK, TV, TO>& a) {
+  return flash_request{values_in_place(a.v), true, is_given(a.kw), is_given(a.lse)};
 }
 
 }  // namespace detail
 
-/// flash_attention on the SIMD CPU backend; same shapes and contract as the
-/// reference backend. key_weights (key_weights.hpp), when given, receives the
-/// attention each key got, from this same call.
+/// flash_attention on the SIMD CPU backend, for every input form of
+/// attention_args; same contract as the reference backend (flash.hpp).
+/// key_weights (key_weights.hpp), when given, come from this same call.
 template <class Arch, class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const key_weights& kw,
-                     const cpu<Arch>& backend) {
+void flash_attention(const attention_args<TQ, TK, TV, TO>& a, const cpu<Arch>& backend) {
   constexpr const char* fn = "flash_attention";
-  const attention_shape s = detail::check_attention_call(fn, q, k, v, o, params, lse);
-  detail::check_key_weights(fn, kw, s);
-  detail::flash_cpu(fn, s, detail::make_request(detail::values_in_place(v), lse, kw), q, detail::strided_kv<TK>{k},
-                    detail::strided_kv<TV>{v}, o, params, lse, kw, backend);
+  const detail::checked_call c = detail::check_args(fn, a);
+  const detail::flash_io<TQ, TO> io{a.q, a.o, a.lse, a.params, a.kw, c.batch};
+  if (a.k.is_paged)
+    detail::flash_cpu(fn, c, detail::make_request(a), io, a.k.paged, a.v.paged, backend);
+  else
+    detail::flash_cpu(fn, c, detail::make_request(a), io, detail::strided_kv<TK>{a.k.strided},
+                      detail::strided_kv<TV>{a.v.strided}, backend);
 }
 
+/// Scratch bytes of flash_attention(args, backend). Lend at least that much
+/// through backend.scratch and the call allocates nothing. It depends on the
+/// shapes, the sequences' rows and lengths, v's element type,
+/// backend.exec.concurrency(), and whether lse and key weights are requested.
+/// Checks the args as the call does (o may be empty).
 template <class Arch, class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const cpu<Arch>& backend) {
-  flash_attention(q, k, v, o, params, lse, key_weights{}, backend);
+std::size_t flash_attention_workspace_size(const attention_args<TQ, TK, TV, TO>& a, const cpu<Arch>& backend) {
+  constexpr const char* fn = "flash_attention_workspace_size";
+  const detail::checked_call c = detail::check_args(fn, a, false);
+  const auto req = detail::make_request(a);
+  if (a.k.is_paged) return detail::plan_call<Arch>(fn, c, a.k.paged, backend.exec.concurrency(), req).bytes();
+  return detail::plan_call<Arch>(fn, c, detail::strided_kv<TK>{a.k.strided}, backend.exec.concurrency(), req).bytes();
 }
 
-/// flash_attention over a paged KV cache: sequence b attends to its own
-/// k.length(b) keys (bottom-right aligned masks use that length). Bit for bit
-/// the result of the same keys and values stored contiguously. key_weights.out
-/// has skv = the longest sequence; entries past a sequence's length get 0.
-template <class Arch, class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
-                     const paged_kv<TK>& k, const paged_kv<TV>& v,
-                     tensor_view<TO, 4> o,  // (b, hq, sq, dv)
-                     const attention_params& params, tensor_view<float, 3> lse,  // (b, hq, sq) or empty
-                     const key_weights& kw, const cpu<Arch>& backend) {
-  constexpr const char* fn = "flash_attention";
-  const attention_shape s = detail::check_paged_call(fn, q, k, v, o, params, lse);
-  detail::check_key_weights(fn, kw, s);
-  detail::flash_cpu(fn, s, detail::make_request(false, lse, kw), q, k, v, o, params, lse, kw, backend);
-}
-
-template <class Arch, class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v, tensor_view<TO, 4> o,
-                     const attention_params& params, tensor_view<float, 3> lse, const cpu<Arch>& backend) {
-  flash_attention(q, k, v, o, params, lse, key_weights{}, backend);
-}
-
-/// The paged call on cpu<xsimd::default_arch>.
-template <class TQ, class TK, class TV, class TO>
-void flash_attention(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v, tensor_view<TO, 4> o,
-                     const attention_params& params = {}, tensor_view<float, 3> lse = {},
-                     const key_weights& kw = {}) {
-  flash_attention(q, k, v, o, params, lse, kw, cpu<xsimd::default_arch>{});
+/// Scratch bytes that cover every flash_attention call within `limits` on this
+/// backend (the same concurrency): an engine allocates this once at start-up.
+template <class Arch>
+std::size_t flash_attention_workspace_bound(const attention_limits& limits, const cpu<Arch>& backend) {
+  constexpr const char* fn = "flash_attention_workspace_bound";
+  const attention_shape s = detail::check_limits(fn, limits);
+  const detail::flash_request req{false, true, limits.key_weights, !limits.key_weights};
+  return detail::flash_cpu_plan<Arch>::bound(fn, s, backend.exec.concurrency(), req).bytes();
 }
 
 /// The second pass of key_weights on its own (see the reference backend's
@@ -176,41 +146,15 @@ void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                            tensor_view<const float, 3> lse,  // (b, hq, sq)
                            const key_weights& kw, const cpu<Arch>& backend) {
   constexpr const char* fn = "attention_key_weights";
-  const attention_shape s = detail::check_key_weights_call(fn, q, k, params, lse, kw);
+  detail::checked_call c;
+  c.s = detail::check_key_weights_call(fn, q, k, params, lse, kw);
+  c.batch.count = c.s.b;
+  c.batch.sq = c.s.sq;
   // With output off the kernel only reads lse.
   const tensor_view<float, 3> lse_in(const_cast<float*>(lse.data_handle()), lse.extents(), lse.strides());
-  detail::flash_cpu(fn, s, detail::flash_request{false, false, true, true}, q, detail::strided_kv<TK>{k},
-                    detail::strided_kv<TK>{k}, tensor_view<float, 4>{}, params, lse_in, kw, backend);
-}
-
-/// Scratch bytes of flash_attention(q, k, v, o, params, lse, kw, backend). Lend at
-/// least that much through backend.scratch and the call allocates nothing. It
-/// depends on the shapes, v's element type, backend.exec.concurrency(), and
-/// whether lse and key weights are requested (pass the same lse and kw). Checks
-/// q, k, v, lse and kw as the call does.
-template <class Arch, class TQ, class TK, class TV>
-std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV, 4> v,
-                                           const cpu<Arch>& backend, tensor_view<float, 3> lse = {},
-                                           const key_weights& kw = {}) {
-  constexpr const char* fn = "flash_attention_workspace_size";
-  const attention_shape s = detail::check_qkv(fn, q, k, v);
-  detail::check_lse(fn, lse, s);
-  detail::check_key_weights(fn, kw, s);
-  const auto req = detail::make_request(detail::values_in_place(v), lse, kw);
-  return detail::flash_cpu_plan<Arch>(fn, s, backend.exec.concurrency(), req).bytes();
-}
-
-/// Scratch bytes of the paged flash_attention call (for the current block tables).
-template <class Arch, class TQ, class TK, class TV>
-std::size_t flash_attention_workspace_size(tensor_view<TQ, 4> q, const paged_kv<TK>& k, const paged_kv<TV>& v,
-                                           const cpu<Arch>& backend, tensor_view<float, 3> lse = {},
-                                           const key_weights& kw = {}) {
-  constexpr const char* fn = "flash_attention_workspace_size";
-  std::int64_t shortest = 0;
-  const attention_shape s = detail::check_paged_qkv(fn, q, k, v, shortest);
-  detail::check_lse(fn, lse, s);
-  detail::check_key_weights(fn, kw, s);
-  return detail::flash_cpu_plan<Arch>(fn, s, backend.exec.concurrency(), detail::make_request(false, lse, kw)).bytes();
+  const detail::flash_io<TQ, float> io{q, {}, lse_in, params, kw, c.batch};
+  detail::flash_cpu(fn, c, detail::flash_request{false, false, true, true}, io, detail::strided_kv<TK>{k},
+                    detail::strided_kv<TK>{k}, backend);
 }
 
 ATTNKIT_END_NAMESPACE

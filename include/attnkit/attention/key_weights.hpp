@@ -21,7 +21,9 @@
 #include <limits>
 #include <type_traits>
 
+#include "attnkit/attention/key_weights_arg.hpp"
 #include "attnkit/attention/params.hpp"
+#include "attnkit/attention/schedule.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/backend/tags.hpp"
@@ -32,40 +34,7 @@
 
 ATTNKIT_BEGIN_NAMESPACE
 
-struct key_weights {
-  tensor_view<float, 3> out;                // (b, hq or hkv, skv); overwritten, 0 past a sequence's length
-  tensor_view<const float, 1> row_weights;  // (sq), finite; empty: every row weighs 1
-};
-
 namespace detail {
-
-inline bool is_given(const key_weights& kw) { return is_given(kw.out); }
-
-/// Checks a requested key_weights against the call's shape (skv: the longest sequence).
-inline void check_key_weights(const char* fn, const key_weights& kw, const attention_shape& s) {
-  if (!is_given(kw)) return;
-  check_view(fn, "key_weights.out", kw.out, true);
-  check_extent(fn, "key_weights.out", kw.out, 0, "b", s.b, "q.extent(0)");
-  ATTNKIT_CHECK(kw.out.extent(1) == s.hq || kw.out.extent(1) == s.hkv, fn,
-                ": key_weights.out.extent(1) must equal hq = ", s.hq, " (per query head) or hkv = ", s.hkv,
-                " (summed over each GQA group), got ", kw.out.extent(1));
-  check_extent(fn, "key_weights.out", kw.out, 2, "skv", s.skv, "the key count");
-  if (!is_given(kw.row_weights)) return;
-  check_view(fn, "key_weights.row_weights", kw.row_weights, false);
-  check_extent(fn, "key_weights.row_weights", kw.row_weights, 0, "sq", s.sq, "q.extent(2)");
-  for (std::int64_t i = 0; i < s.sq; ++i)
-    ATTNKIT_CHECK(std::isfinite(kw.row_weights(i)), fn, ": key_weights.row_weights(", i, ") must be finite, got ",
-                  kw.row_weights(i));
-}
-
-inline float row_weight(const key_weights& kw, std::int64_t i) {
-  return is_given(kw.row_weights) ? kw.row_weights(i) : 1.0f;
-}
-
-/// The out row that query head h adds to.
-inline std::int64_t key_weights_row(const key_weights& kw, std::int64_t h, std::int64_t hq, std::int64_t group) {
-  return kw.out.extent(1) == hq ? h : h / group;
-}
 
 /// Every check of attention_key_weights; returns its shape (dv = 0).
 template <class TQ, class TK>
@@ -91,11 +60,42 @@ attention_shape check_key_weights_call(const char* fn, const tensor_view<TQ, 4>&
   return s;
 }
 
+/// The reference second pass over either form of keys (KS: strided_kv or
+/// paged_kv): recomputes each visible score and adds row_weight(i) *
+/// exp(s - lse) to its key.
+template <class TQ, class KS>
+void key_weights_pass(const attention_shape& s, const attention_batch& batch, const tensor_view<TQ, 4>& q,
+                      const KS& k, const attention_params& params, const tensor_view<const float, 3>& lse,
+                      const key_weights& kw) {
+  const std::int64_t group = s.hq / s.hkv;
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t w = 0; w < kw.out.extent(1); ++w)
+      for (std::int64_t j = 0; j < s.skv; ++j) kw.out(b, w, j) = 0.0f;
+
+  for (std::int64_t b = 0; b < s.b; ++b)
+    for (std::int64_t h = 0; h < s.hq; ++h) {
+      const std::int64_t len = k.length(b), qb = batch.q_batch(b), r0 = batch.row0(b);
+      const attention_variant var = batch.variant(params, b, len, s.d, h);
+      const std::int64_t w = key_weights_row(kw, h, s.hq, group);
+      for (std::int64_t i = 0; i < batch.rows(b); ++i) {
+        const float weight = row_weight(kw, i), row_lse = lse(qb, h, r0 + i);
+        if (weight == 0.0f || row_lse == -std::numeric_limits<float>::infinity()) continue;
+        for (std::int64_t j = 0; j < len; ++j) {
+          if (!var.mask.visible(i, j)) continue;
+          const auto* kr = k.row(b, h / group, j);
+          float dot = 0.0f;
+          for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(q(qb, h, r0 + i, x)) * to_float(kr[x]);
+          kw.out(b, w, j) += weight * std::exp(var.score(dot, h, var.mask.position(i), var.mask.key_position(j)) -
+                                               row_lse);
+        }
+      }
+    }
+}
+
 }  // namespace detail
 
-/// The second pass on the reference backend: recomputes each visible score and
-/// adds row_weight(i) * exp(s - lse(b, h, i)) to its key. lse is what the attention
-/// call over the same q, k and params returned.
+/// The second pass on the reference backend (key_weights_pass). lse is what
+/// the attention call over the same q, k and params returned.
 template <class TQ, class TK>
 void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                            tensor_view<TK, 4> k,  // (b, hkv, skv, d)
@@ -104,28 +104,10 @@ void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
                            const key_weights& kw, reference) {
   constexpr const char* fn = "attention_key_weights";
   const attention_shape s = detail::check_key_weights_call(fn, q, k, params, lse, kw);
-  const attention_variant var = make_variant(params, s.sq, s.skv, s.d);
-  const std::int64_t group = s.hq / s.hkv;
-  for (std::int64_t b = 0; b < s.b; ++b)
-    for (std::int64_t w = 0; w < kw.out.extent(1); ++w)
-      for (std::int64_t j = 0; j < s.skv; ++j) kw.out(b, w, j) = 0.0f;
-
-  for (std::int64_t b = 0; b < s.b; ++b)
-    for (std::int64_t h = 0; h < s.hq; ++h) {
-      const auto qh = slice_head(q, b, h);          // (sq, d)
-      const auto kh = slice_head(k, b, h / group);  // (skv, d)
-      const std::int64_t w = detail::key_weights_row(kw, h, s.hq, group);
-      for (std::int64_t i = 0; i < s.sq; ++i) {
-        const float weight = detail::row_weight(kw, i), row_lse = lse(b, h, i);
-        if (weight == 0.0f || row_lse == -std::numeric_limits<float>::infinity()) continue;
-        for (std::int64_t j = 0; j < s.skv; ++j) {
-          if (!var.mask.visible(i, j)) continue;
-          float dot = 0.0f;
-          for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(qh(i, x)) * to_float(kh(j, x));
-          kw.out(b, w, j) += weight * std::exp(var.score(dot, h, var.mask.position(i), j) - row_lse);
-        }
-      }
-    }
+  detail::attention_batch batch;
+  batch.count = s.b;
+  batch.sq = s.sq;
+  detail::key_weights_pass(s, batch, q, detail::strided_kv<TK>{k}, params, lse, kw);
 }
 
 ATTNKIT_END_NAMESPACE

@@ -1,7 +1,12 @@
-// The attention variant resolved for one problem: which keys a query sees
-// (attention_mask), how a raw q.k becomes a score (score_modifier), and the
-// learned sink logit of the softmax denominator (sink_normalizer).
-// All are trivially copyable so CUDA kernels take them by value.
+// The attention variant resolved for one sequence: which keys a query sees
+// (attention_mask), how a scaled q.k becomes a score (score_modifier), and the
+// learned sink logit of the softmax denominator (sink_normalizer). Every
+// backend calls these hooks; none re-implements a mask or a modifier. All are
+// trivially copyable so CUDA kernels take them by value.
+//
+// Positions are explicit: query row i sits at q_pos + i, key j at k_pos + j
+// (sequence_span, schedule.hpp). So a call over any subset of the keys, given
+// their positions, computes exactly its share of the full result.
 #pragma once
 
 #include <cmath>
@@ -17,34 +22,99 @@ ATTNKIT_BEGIN_NAMESPACE
 /// and drop per-element tests on full ones.
 enum class tile_state { empty, partial, full };
 
-struct attention_mask {
-  std::int64_t sq = 0;
-  std::int64_t skv = 0;
-  std::int64_t left = attention_params::unbounded;   // visible when pos - j <= left ...
-  std::int64_t right = attention_params::unbounded;  // ... and j - pos <= right
-  std::int64_t sinks = 0;                            // keys below this ignore `left`
+/// The math a score hook needs, for each value type a backend computes in:
+/// float and double here, xsimd batches in the cpu backend (flash_cpu/plan.hpp).
+template <class V>
+struct value_math {
+  static V tanh(V x) { return std::tanh(x); }
+  static V abs(V x) { return std::fabs(x); }
+};
 
-  /// Position of query row i (bottom-right aligned).
-  ATTNKIT_HOST_DEVICE std::int64_t position(std::int64_t i) const { return skv - sq + i; }
+/// One sequence's queries and keys: sq rows at positions q_pos + i, skv keys at k_pos + j.
+struct sequence_span {
+  std::int64_t sq = 0, skv = 0;
+  std::int64_t q_pos = 0, k_pos = 0;
+
+  /// Default positions: keys from 0, queries bottom-right aligned (the last query
+  /// row sits at the last key), so a decode step is the last position.
+  static sequence_span bottom_right(std::int64_t sq, std::int64_t skv) { return {sq, skv, skv - sq, 0}; }
+};
+
+struct attention_mask {
+  static constexpr std::int64_t far = std::int64_t{1} << 62;  // windows at least this wide are unbounded
+
+  sequence_span span;
+  std::int64_t left = far;   // visible when q - k <= left (positions) ...
+  std::int64_t right = far;  // ... and k - q <= right
+  std::int64_t sinks = 0;    // keys at positions below this ignore `left`
+  // The caller's bitmask (custom_mask): bit j % 8 of byte bits[i * bits_row + j / 8] says
+  // whether row i sees key j; null: every key the band allows.
+  const std::uint8_t* bits = nullptr;
+  std::int64_t bits_row = 0;
+
+  ATTNKIT_HOST_DEVICE std::int64_t position(std::int64_t i) const { return span.q_pos + i; }
+  ATTNKIT_HOST_DEVICE std::int64_t key_position(std::int64_t j) const { return span.k_pos + j; }
+
+  ATTNKIT_HOST_DEVICE bool bit(std::int64_t i, std::int64_t j) const {
+    return !bits || ((bits[i * bits_row + (j >> 3)] >> (j & 7)) & 1) != 0;
+  }
 
   ATTNKIT_HOST_DEVICE bool visible(std::int64_t i, std::int64_t j) const {
-    const std::int64_t p = position(i);
-    return j - p <= right && (p - j <= left || j < sinks);
+    const std::int64_t p = position(i), kp = key_position(j);
+    return kp - p <= right && (p - kp <= left || kp < sinks) && bit(i, j);
+  }
+
+  /// Keys [first, last] of row i that the band (windows, causal) allows, plus the
+  /// keys below sink_end, which ignore the left edge; indices, not positions.
+  struct row_keys {
+    std::int64_t first, last, sink_end;
+  };
+  ATTNKIT_HOST_DEVICE row_keys band(std::int64_t i) const {
+    const std::int64_t p = position(i), n = span.skv;  // |p|, window widths < 2^62: no overflow
+    row_keys r;
+    r.last = right >= far ? n - 1 : clamp(p + right - span.k_pos, -1, n - 1);
+    r.first = left >= far ? 0 : clamp(p - left - span.k_pos, 0, n);
+    r.sink_end = clamp(sinks - span.k_pos, 0, r.last + 1);
+    return r;
   }
 
   /// Classifies rows [i0, i1) x keys [j0, j1). `full` and `empty` are exact claims;
   /// `partial` means some elements may be masked.
   ATTNKIT_HOST_DEVICE tile_state classify(std::int64_t i0, std::int64_t i1, std::int64_t j0,
                                           std::int64_t j1) const {
+    const tile_state band_state = classify_band(i0, i1, j0, j1);
+    if (band_state == tile_state::empty || !bits) return band_state;
+    bool any = false, all = true;
+    for (std::int64_t i = i0; i < i1; ++i)
+      for (std::int64_t j = j0; j < j1;) {
+        const std::int64_t byte = j >> 3, lo = j & 7, hi = (j1 - 8 * byte < 8) ? j1 - 8 * byte : 8;
+        const unsigned want = ((1u << hi) - 1u) & ~((1u << lo) - 1u);
+        const unsigned got = bits[i * bits_row + byte] & want;
+        any = any || got != 0;
+        all = all && got == want;
+        j = 8 * byte + 8;
+      }
+    if (!any) return tile_state::empty;
+    return all && band_state == tile_state::full ? tile_state::full : tile_state::partial;
+  }
+
+  /// classify without the bitmask.
+  ATTNKIT_HOST_DEVICE tile_state classify_band(std::int64_t i0, std::int64_t i1, std::int64_t j0,
+                                               std::int64_t j1) const {
     if (i0 >= i1 || j0 >= j1) return tile_state::empty;
-    const std::int64_t p_first = position(i0);
-    const std::int64_t p_last = position(i1 - 1);
-    // j - p over the tile spans [j0 - p_last, j1 - 1 - p_first]; the band is [-left, right].
-    if (j0 - p_last > right) return tile_state::empty;
-    if (p_first - (j1 - 1) > left && j0 >= sinks) return tile_state::empty;
-    const bool right_ok = j1 - 1 - p_first <= right;
-    const bool left_ok = j1 <= sinks || p_last - (j0 > sinks ? j0 : sinks) <= left;
+    const std::int64_t p_first = position(i0), p_last = position(i1 - 1);
+    const std::int64_t k_first = key_position(j0), k_last = key_position(j1 - 1);
+    // k - p over the tile spans [k_first - p_last, k_last - p_first]; the band is [-left, right].
+    if (k_first - p_last > right) return tile_state::empty;
+    if (p_first - k_last > left && k_first >= sinks) return tile_state::empty;
+    const bool right_ok = k_last - p_first <= right;
+    const bool left_ok = k_last < sinks || p_last - (k_first > sinks ? k_first : sinks) <= left;
     return right_ok && left_ok ? tile_state::full : tile_state::partial;
+  }
+
+ private:
+  ATTNKIT_HOST_DEVICE static std::int64_t clamp(std::int64_t x, std::int64_t lo, std::int64_t hi) {
+    return x < lo ? lo : (x > hi ? hi : x);
   }
 };
 
@@ -54,13 +124,22 @@ struct score_modifier {
   const float* alibi_slopes = nullptr;  // (hq), stride alibi_stride; null: off
   std::int64_t alibi_stride = 1;
 
-  /// Score of raw dot product qk for query head h at position qpos and key j.
-  template <class Acc>
-  ATTNKIT_HOST_DEVICE Acc operator()(Acc qk, std::int64_t h, std::int64_t qpos, std::int64_t j) const {
-    Acc s = qk * static_cast<Acc>(scale);
-    if (softcap > 0.0f) s = static_cast<Acc>(softcap) * std::tanh(s / static_cast<Acc>(softcap));
-    if (alibi_slopes) s += static_cast<Acc>(alibi_slopes[h * alibi_stride]) * static_cast<Acc>(j - qpos);
+  ATTNKIT_HOST_DEVICE float slope(std::int64_t h) const { return alibi_slopes ? alibi_slopes[h * alibi_stride] : 0.0f; }
+
+  /// The score of a scaled dot product s, for a key `dist` positions after the
+  /// query (negative: before it), in any value type V with a value_math.
+  template <class V>
+  ATTNKIT_HOST_DEVICE V modify(V s, float slope_h, V dist) const {
+    if (softcap > 0.0f) s = V(softcap) * value_math<V>::tanh(s / V(softcap));
+    if (alibi_slopes) s = s - V(slope_h) * value_math<V>::abs(dist);
     return s;
+  }
+
+  /// Score of raw dot product qk (float or double) for query head h at position
+  /// qpos and key position kpos.
+  template <class Acc>
+  ATTNKIT_HOST_DEVICE Acc operator()(Acc qk, std::int64_t h, std::int64_t qpos, std::int64_t kpos) const {
+    return modify(qk * static_cast<Acc>(scale), slope(h), static_cast<Acc>(kpos - qpos));
   }
 };
 
@@ -80,16 +159,18 @@ struct attention_variant {
   sink_normalizer normalizer;
 };
 
-/// Resolves params for a problem of sq queries, skv keys and head dim d.
-/// Expects params already validated (detail::check_params).
-inline attention_variant make_variant(const attention_params& params, std::int64_t sq, std::int64_t skv,
-                                      std::int64_t d) {
+/// Resolves params for one sequence of head dim d (bits: see attention_mask).
+/// Expects params and positions already validated (detail::check_params, check_batch).
+inline attention_variant make_variant(const attention_params& params, const sequence_span& span, std::int64_t d,
+                                      const std::uint8_t* bits = nullptr, std::int64_t bits_row = 0) {
   attention_variant v;
-  v.mask.sq = sq;
-  v.mask.skv = skv;
-  v.mask.left = params.window_left;
-  v.mask.right = params.causal && params.window_right > 0 ? 0 : params.window_right;
+  const auto capped = [](std::int64_t w) { return w < attention_mask::far ? w : attention_mask::far; };
+  v.mask.span = span;
+  v.mask.left = capped(params.window_left);
+  v.mask.right = params.causal && params.window_right > 0 ? 0 : capped(params.window_right);
   v.mask.sinks = params.sinks;
+  v.mask.bits = bits;
+  v.mask.bits_row = bits_row;
   v.score.scale = params.scale ? *params.scale : 1.0f / std::sqrt(static_cast<float>(d));
   v.score.softcap = params.softcap;
   if (!params.alibi_slopes.empty()) {
@@ -101,6 +182,12 @@ inline attention_variant make_variant(const attention_params& params, std::int64
     v.normalizer.sink_stride = params.sink_logits.stride(0);
   }
   return v;
+}
+
+/// make_variant with default positions: sq rows bottom-right aligned over skv keys.
+inline attention_variant make_variant(const attention_params& params, std::int64_t sq, std::int64_t skv,
+                                      std::int64_t d) {
+  return make_variant(params, sequence_span::bottom_right(sq, skv), d);
 }
 
 ATTNKIT_END_NAMESPACE

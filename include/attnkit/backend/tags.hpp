@@ -48,4 +48,14 @@ struct cpu_dispatch {
   workspace scratch = {};
 };
 
+/// Whether B is a backend tag (the last argument of a kernel call).
+template <class B>
+inline constexpr bool is_backend_v = false;
+template <>
+inline constexpr bool is_backend_v<reference> = true;
+template <class Arch>
+inline constexpr bool is_backend_v<cpu<Arch>> = true;
+template <>
+inline constexpr bool is_backend_v<cpu_dispatch> = true;
+
 ATTNKIT_END_NAMESPACE

@@ -26,6 +26,7 @@ struct block_table {
 /// A paged K or V: the page pool and the table that maps sequences onto it.
 template <class T>
 struct paged_kv {
+  using element = T;
   tensor_view<T, 4> pages;  // (num_pages, hkv, page_size, d); any strides with d innermost
   block_table table;
 

@@ -56,6 +56,13 @@ class scratch_arena {
     next_ = base_ + (alignment - addr % alignment) % alignment;
   }
 
+  /// The next n int64 (index tables); bytes_for counts them as 2 n floats.
+  std::int64_t* take_indices(std::size_t n) {
+    std::int64_t* p = reinterpret_cast<std::int64_t*>(next_);
+    next_ += round_up(n * sizeof(std::int64_t));
+    return p;
+  }
+
   /// The next n floats.
   float* take(std::size_t n) {
     float* p = reinterpret_cast<float*>(next_);

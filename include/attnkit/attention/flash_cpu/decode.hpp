@@ -1,5 +1,6 @@
 // The decode path of cpu flash: the query rows of a GQA group go together, the
-// keys of each (batch, KV head) split into chunks that run in parallel, and a
+// keys each (sequence, KV head) can see split into chunks that run in parallel
+// (how many depends on the sequence's length and the thread count only), and a
 // final pass merges the chunks' partial states in chunk order.
 #pragma once
 
@@ -10,6 +11,7 @@
 
 #include "attnkit/attention/flash_cpu/key_weights.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
+#include "attnkit/attention/schedule.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/backend/cpu/prefetch.hpp"
@@ -21,48 +23,59 @@ ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
-template <class Arch, class TQ, class KS, class VS, class TO>
-void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q, const KS& k, const VS& v,
-                  const tensor_view<TO, 4>& o, const attention_params& params, const tensor_view<float, 3>& lse,
-                  const key_weights& kw, const executor& exec, scratch_arena& arena) {
+/// The state of key tile [j0, j1) over the rows of every head of a group: empty
+/// only if empty for all, full only if full for all.
+inline tile_state group_state(const attention_variant* vars, std::int64_t heads, std::int64_t sq, std::int64_t j0,
+                              std::int64_t j1) {
+  bool any = false, all = true;
+  for (std::int64_t x = 0; x < heads; ++x) {
+    const tile_state t = vars[x].mask.classify(0, sq, j0, j1);
+    any = any || t != tile_state::empty;
+    all = all && t == tile_state::full;
+  }
+  return !any ? tile_state::empty : (all ? tile_state::full : tile_state::partial);
+}
+
+/// One decode chunk: rows = group * sq query rows of sequence b, KV head hk, over
+/// keys [a, e) of the concatenated key ranges the rows can see.
+template <class Arch, class TQ, class TO, class KS, class VS>
+void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const KS& k, const VS& v,
+                  std::int64_t b, std::int64_t hk, const key_ranges& keys, std::int64_t a, std::int64_t e,
+                  float* part, float* kept_rows, float* slot) {
   using B = simd::fbatch<Arch>;
   constexpr int L = simd::lanes<Arch>;
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;  // the row stride pv_tile expects
   constexpr std::int64_t prefetch_distance = 4 * L;               // keys ahead
   const attention_shape& s = plan.s;
-  const std::int64_t d = s.d, dv = s.dv, dp = plan.dp, dvp = plan.dvp, rows = plan.rows, sq = s.sq;
-  float* const partials = arena.take(plan.partials_floats());  // (b, hkv, splits) x (rows, dvp + 2)
-  float* const kept = arena.take(plan.kept_scores_floats());   // (b, hkv, rows, skv_pad): scores for key weights
-  const std::size_t slot_floats = plan.slot_floats();
-  float* const slot_base = arena.take(plan.slots * slot_floats);
+  const std::int64_t d = s.d, dv = s.dv, dp = plan.dp, dvp = plan.dvp, sq = io.batch.rows(b), len = k.length(b);
+  const std::int64_t rows = plan.group * sq, heads = io.batch.bits.extent(0) > 1 ? plan.group : 1;
+  attention_variant vars[flash_cpu_plan<Arch>::max_decode_rows];  // per head of the group (or one for all)
+  for (std::int64_t x = 0; x < heads; ++x) vars[x] = io.variant(b, len, d, hk * plan.group + x);
+  float* qb = slot;              // (rows, dp), row r = (head hk * group + r / sq, query r % sq)
+  float* kb = qb + rows * dp;    // (L, dp)
+  float* vb = kb + L * dp;       // (L, dvp)
+  float* sc = vb + L * dvp;      // (rows, KT): the first L of each row used
+  float* acc = part;             // (rows, dvp)
+  float* m = part + plan.rows * dvp;  // (rows)
+  float* l = m + plan.rows;           // (rows)
+  for (std::int64_t r = 0; r < rows; ++r)
+    simd::widen_row<Arch>(io.q_row(b, hk * plan.group + r / sq, r % sq), d, qb + r * dp, dp, vars[0].score.scale);
+  std::fill(acc, acc + rows * dvp, 0.0f);
+  const softmax_state init;
+  std::fill(m, m + rows, init.m);
+  std::fill(l, l + rows, init.l);
 
-  parallel_for_slots(exec, s.b * s.hkv * plan.splits, [&](std::int64_t item, std::int64_t slot) {
-    const std::int64_t b = item / (s.hkv * plan.splits), hk = item / plan.splits % s.hkv;
-    const std::int64_t len = k.length(b), ja = item % plan.splits * plan.chunk;
-    const std::int64_t jb = std::min(len, ja + plan.chunk);
-    const attention_variant var = make_variant(params, sq, len, d);
-    float* qb = slot_base + slot * slot_floats;  // (rows, dp), row r = (head hk * group + r / sq, query r % sq)
-    float* kb = qb + rows * dp;                  // (L, dp)
-    float* vb = kb + L * dp;                     // (L, dvp)
-    float* sc = vb + L * dvp;                    // (rows, KT): the first L of each row used
-    float* acc = partials + item * plan.partial_floats();  // (rows, dvp)
-    float* m = acc + rows * dvp;                           // (rows)
-    float* l = m + rows;                                   // (rows)
-    float* kept_rows = kept + (b * s.hkv + hk) * rows * plan.skv_pad;  // (rows, skv_pad)
-    for (std::int64_t r = 0; r < rows; ++r)
-      simd::widen_row<Arch>(out_row(q, b, hk * plan.group + r / sq, r % sq), d, qb + r * dp, dp, var.score.scale);
-    std::fill(acc, acc + rows * dvp, 0.0f);
-    const softmax_state init;
-    std::fill(m, m + rows, init.m);
-    std::fill(l, l + rows, init.l);
-
+  std::int64_t offset = 0;  // of the current range in the concatenation
+  for (int x = 0; x < keys.n; offset += keys.end[x] - keys.begin[x], ++x) {
+    const std::int64_t ja = keys.begin[x] + std::max<std::int64_t>(0, a - offset);
+    const std::int64_t jb = keys.begin[x] + std::min(keys.end[x] - keys.begin[x], e - offset);
     for (std::int64_t j0 = ja; j0 < jb; j0 += L) {
       const std::int64_t cols = std::min<std::int64_t>(L, jb - j0);
-      const tile_state ts = var.mask.classify(0, sq, j0, j0 + cols);
+      const tile_state ts = group_state(vars, heads, sq, j0, j0 + cols);
       if (ts == tile_state::empty) {
         if (plan.weights)
           for (std::int64_t r = 0; r < rows; ++r)
-            std::fill_n(kept_rows + r * plan.skv_pad + j0, L, -std::numeric_limits<float>::infinity());
+            std::fill_n(kept_rows + r * plan.skv_pad + j0, cols, -std::numeric_limits<float>::infinity());
         continue;
       }
       for (std::int64_t c = 0; c < L; ++c) {
@@ -80,16 +93,17 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
       }
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t h = hk * plan.group + r / sq, i = r % sq;
+        const attention_variant& var = vars[heads > 1 ? r / sq : 0];
         B dot[L];
         for (int c = 0; c < L; ++c) dot[c] = B(0.0f);
-        for (std::int64_t x = 0; x < dp; x += L) {
-          const B qv = B::load_aligned(qb + r * dp + x);
-          for (int c = 0; c < L; ++c) dot[c] = xsimd::fma(qv, B::load_aligned(kb + c * dp + x), dot[c]);
+        for (std::int64_t y = 0; y < dp; y += L) {
+          const B qv = B::load_aligned(qb + r * dp + y);
+          for (int c = 0; c < L; ++c) dot[c] = xsimd::fma(qv, B::load_aligned(kb + c * dp + y), dot[c]);
         }
         float* sr = sc + r * KT;
         simd::transpose_sum<Arch>(dot).store_aligned(sr);
-        finish_scores<Arch>(sr, L, cols, var, h, i, j0, ts == tile_state::partial);
-        if (plan.weights) std::copy(sr, sr + L, kept_rows + r * plan.skv_pad + j0);
+        finish_scores<Arch>(sr, L, cols, var, var.score.slope(h), i, j0, ts == tile_state::partial);
+        if (plan.weights) std::copy(sr, sr + cols, kept_rows + r * plan.skv_pad + j0);
         softmax_state st{m[r], l[r]};
         const float alpha = simd::softmax_step<Arch>(sr, L, st);
         m[r] = st.m;
@@ -98,30 +112,73 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q,
       }
       simd::pv_tile<Arch>(sc, rows, cols, vb, dvp, acc, dvp, ts == tile_state::partial);
     }
+  }
+}
+
+/// Kept scores of keys no row can see: -inf, so key weights give them 0.
+inline void fill_unseen(const key_ranges& keys, std::int64_t len_pad, std::int64_t rows, std::int64_t stride,
+                        float* kept_rows) {
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  std::int64_t from = 0;
+  for (int x = 0; x <= keys.n; ++x) {
+    const std::int64_t to = x < keys.n ? keys.begin[x] : len_pad;
+    for (std::int64_t r = 0; r < rows && from < to; ++r) std::fill(kept_rows + r * stride + from, kept_rows + r * stride + to, neg_inf);
+    if (x < keys.n) from = keys.end[x];
+  }
+}
+
+template <class Arch, class TQ, class TO, class KS, class VS>
+void flash_decode(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const KS& k, const VS& v,
+                  const flash_scratch& scratch, const executor& exec) {
+  constexpr int L = simd::lanes<Arch>;
+  const attention_shape& s = plan.s;
+  const std::int64_t d = s.d, dv = s.dv, dvp = plan.dvp, group = plan.group;
+  const std::int64_t* const first = scratch.first_chunk;  // (decode_seqs + 1)
+  const std::size_t slot_floats = plan.slot_floats();
+  float* const partials = scratch.partials;  // (chunks) x (rows, dvp + 2)
+  // The keys a sequence's rows can see (the band is the same for every head).
+  const auto keys_of = [&](std::int64_t b) {
+    return visible_keys(io.variant(b, k.length(b), d, 0).mask, 0, io.batch.rows(b));
+  };
+
+  parallel_for_slots(exec, plan.chunks, [&](std::int64_t item, std::int64_t slot) {
+    const std::int64_t x = std::upper_bound(first, first + plan.decode_seqs + 1, item) - first - 1;
+    const std::int64_t b = scratch.decode_seqs[x], splits = plan.splits(k.length(b));
+    const std::int64_t hk = (item - first[x]) / splits, c = (item - first[x]) % splits;
+    const key_ranges keys = keys_of(b);
+    const std::int64_t chunk = ((keys.total() + splits - 1) / splits + L - 1) / L * L;
+    const std::int64_t rows = group * io.batch.rows(b);
+    float* kept_rows = scratch.kept + (b * s.hkv + hk) * plan.rows * plan.skv_pad;  // (rows, skv_pad)
+    if (plan.weights && c == 0) fill_unseen(keys, (k.length(b) + L - 1) / L * L, rows, plan.skv_pad, kept_rows);
+    decode_chunk(plan, io, k, v, b, hk, keys, c * chunk, std::min(keys.total(), (c + 1) * chunk),
+                 partials + item * plan.partial_floats(), kept_rows, scratch.slots + slot * slot_floats);
   });
 
   // Merge each row's chunks into chunk 0's accumulator, in chunk order.
-  parallel_for(exec, s.b * s.hkv, [&](std::int64_t bh) {
-    const std::int64_t b = bh / s.hkv, hk = bh % s.hkv;
-    const attention_variant var = make_variant(params, sq, k.length(b), d);
-    float* const part0 = partials + bh * plan.splits * plan.partial_floats();
+  const sink_normalizer sinks = make_variant(io.params, sequence_span{}, d).normalizer;
+  parallel_for(exec, plan.decode_seqs * s.hkv, [&](std::int64_t pair) {
+    const std::int64_t b = scratch.decode_seqs[pair / s.hkv], hk = pair % s.hkv, sq = io.batch.rows(b);
+    const std::int64_t splits = plan.splits(k.length(b)), rows = group * sq;
+    float* const part0 = partials + (first[pair / s.hkv] + hk * splits) * plan.partial_floats();
     const auto part = [&](std::int64_t c) { return part0 + c * plan.partial_floats(); };
     float row_lse[flash_cpu_plan<Arch>::max_decode_rows];
     for (std::int64_t r = 0; r < rows; ++r) {
-      const std::int64_t h = hk * plan.group + r / sq, i = r % sq;
+      const std::int64_t h = hk * group + r / sq, i = r % sq;
       softmax_state st;
-      for (std::int64_t c = 0; c < plan.splits; ++c) st.m = std::max(st.m, part(c)[rows * dvp + r]);
+      for (std::int64_t c = 0; c < splits; ++c) st.m = std::max(st.m, part(c)[plan.rows * dvp + r]);
       float* acc = part0 + r * dvp;
-      for (std::int64_t c = 0; c < plan.splits; ++c) {
-        const float mc = part(c)[rows * dvp + r];
+      for (std::int64_t c = 0; c < splits; ++c) {
+        const float mc = part(c)[plan.rows * dvp + r];
         const float w = mc == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(mc - st.m);
-        st.l += w * part(c)[rows * dvp + rows + r];
+        st.l += w * part(c)[plan.rows * dvp + plan.rows + r];
         const float* ac = part(c) + r * dvp;
-        for (std::int64_t x = 0; x < dv; ++x) acc[x] = c == 0 ? w * acc[x] : acc[x] + w * ac[x];
+        for (std::int64_t y = 0; y < dv; ++y) acc[y] = c == 0 ? w * acc[y] : acc[y] + w * ac[y];
       }
-      row_lse[r] = write_row(acc, st, var.normalizer.sink(h), out_row(o, b, h, i), dv, lse_at(lse, b, h, i));
+      row_lse[r] = write_row(acc, st, sinks.sink(h), io.o_row(b, h, i), dv, io.lse_at(b, h, i));
     }
-    if (plan.weights) decode_key_weights(plan, kept + bh * rows * plan.skv_pad, row_lse, k.length(b), kw, b, hk);
+    if (plan.weights)
+      decode_key_weights(plan, scratch.kept + (b * s.hkv + hk) * plan.rows * plan.skv_pad, row_lse, k.length(b),
+                         io.kw, b, hk);
   });
 }
 

@@ -8,7 +8,8 @@
 #include <limits>
 
 #include "attnkit/attention/flash_cpu/plan.hpp"
-#include "attnkit/attention/key_weights.hpp"
+#include "attnkit/attention/key_weights_arg.hpp"
+#include "attnkit/attention/schedule.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/core/config.hpp"
@@ -18,52 +19,56 @@ ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
-/// The second pass of key_weights over the KV heads [first, first + count) packed
-/// in kt_all: one item per (KV head, key tile) turns each score into
+/// The second pass of key_weights over the (sequence, KV head) pairs [first,
+/// first + count) packed in scratch.kt: one item per (KV head, key tile) turns each score into
 /// row_weight * exp(s - lse) and adds it down its column. Items own disjoint
 /// columns of out, so the result does not depend on the thread count.
-template <class Arch, class TQ, class KS>
-void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const tensor_view<TQ, 4>& q, const KS& k,
-                         const attention_params& params, const tensor_view<float, 3>& lse, const key_weights& kw,
-                         const executor& exec, std::int64_t first, std::int64_t count, const float* kt_all,
-                         float* slot_base) {
+template <class Arch, class TQ, class TO, class KS>
+void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const KS& k,
+                         const executor& exec, const flash_scratch& scratch, std::int64_t first, std::int64_t count) {
   using tiling = simd::flash_tiling<Arch>;
   constexpr std::int64_t QT = tiling::q_tile, KT = tiling::kv_tile;
   const attention_shape& s = plan.s;
   const std::int64_t d = s.d, group = plan.group;
+  const key_weights& kw = io.kw;
   const bool per_kv_head = kw.out.extent(1) != s.hq;
   const std::size_t slot_floats = plan.slot_floats();
   parallel_for_slots(exec, count * plan.tiles, [&](std::int64_t item, std::int64_t slot) {
     const std::int64_t hp = item / plan.tiles, t = item % plan.tiles;
-    const std::int64_t b = (first + hp) / s.hkv, hk = (first + hp) % s.hkv, len = k.length(b);
-    const std::int64_t j0 = t * KT, cols = std::clamp<std::int64_t>(len - j0, 0, KT);
-    const attention_variant var = make_variant(params, s.sq, len, d);
-    const float* kt = kt_all + (hp * plan.tiles + t) * d * KT;  // (d, KT)
-    float* qb = slot_base + slot * slot_floats;                 // (QT, d), pre-scaled
-    float* sc = qb + plan.q_floats();                           // (QT, KT)
-    float* sum = sc + plan.s_floats();                          // (KT)
+    const std::int64_t b = scratch.prefill_seqs[(first + hp) / s.hkv], hk = (first + hp) % s.hkv, len = k.length(b);
+    const std::int64_t j0 = t * KT, cols = std::clamp<std::int64_t>(len - j0, 0, KT), seq_rows = io.batch.rows(b);
+    if (j0 >= s.skv) return;
+    // Tiles no row can see were not packed: they get weight 0.
+    const bool visited = cols > 0 && tile_visited(visible_keys(io.variant(b, len, d, hk * group).mask, 0, seq_rows),
+                                                  j0, j0 + KT);
+    const float* kt = scratch.kt + (hp * plan.tiles + t) * d * KT;  // (d, KT)
+    float* qb = scratch.slots + slot * slot_floats;                 // (QT, d), pre-scaled
+    float* sc = qb + plan.q_floats();                               // (QT, KT)
+    float* sum = sc + plan.s_floats();                              // (KT)
     const std::int64_t heads_per_row = per_kv_head ? group : 1;
     for (std::int64_t h0 = hk * group; h0 < (hk + 1) * group; h0 += heads_per_row) {
       std::fill(sum, sum + KT, 0.0f);
-      for (std::int64_t h = h0; h < h0 + heads_per_row && cols > 0; ++h)
-        for (std::int64_t i0 = 0; i0 < s.sq; i0 += QT) {
-          const std::int64_t rows = std::min(QT, s.sq - i0);
+      for (std::int64_t h = h0; h < h0 + heads_per_row && visited; ++h) {
+        const attention_variant var = io.variant(b, len, d, h);
+        for (std::int64_t i0 = 0; i0 < seq_rows; i0 += QT) {
+          const std::int64_t rows = std::min(QT, seq_rows - i0);
           const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j0 + cols);
           const auto counts = [&](std::int64_t r) {
-            return row_weight(kw, i0 + r) != 0.0f && lse(b, h, i0 + r) != -std::numeric_limits<float>::infinity();
+            const float* row_lse = io.lse_at(b, h, i0 + r);
+            return row_weight(kw, i0 + r) != 0.0f && *row_lse != -std::numeric_limits<float>::infinity();
           };
           std::int64_t r = 0;
           while (r < rows && !counts(r)) ++r;
           if (ts == tile_state::empty || r == rows) continue;  // SnapKV's window skips all but the last blocks
-          for (r = 0; r < rows; ++r)
-            simd::widen_row<Arch>(out_row(q, b, h, i0 + r), d, qb + r * d, d, var.score.scale);
+          for (r = 0; r < rows; ++r) simd::widen_row<Arch>(io.q_row(b, h, i0 + r), d, qb + r * d, d, var.score.scale);
           simd::qk_tile<Arch>(qb, rows, d, kt, sc);
           for (r = 0; r < rows; ++r) {
             if (!counts(r)) continue;
-            finish_scores<Arch>(sc + r * KT, KT, cols, var, h, i0 + r, j0, ts == tile_state::partial);
-            simd::add_weights<Arch>(sc + r * KT, KT, lse(b, h, i0 + r), row_weight(kw, i0 + r), sum);
+            finish_scores<Arch>(sc + r * KT, KT, cols, var, var.score.slope(h), i0 + r, j0, ts == tile_state::partial);
+            simd::add_weights<Arch>(sc + r * KT, KT, *io.lse_at(b, h, i0 + r), row_weight(kw, i0 + r), sum);
           }
         }
+      }
       float* dst = &kw.out(b, per_kv_head ? hk : h0, j0);
       std::copy(sum, sum + cols, dst);
       std::fill(dst + cols, dst + std::min(KT, s.skv - j0), 0.0f);

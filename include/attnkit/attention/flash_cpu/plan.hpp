@@ -1,6 +1,6 @@
-// What every cpu flash path shares: the K/V row interface, the plan that sizes a
-// call's tiles and scratch (flash_attention_workspace_size reads it too), and
-// the per-row score finishing and output writing.
+// What every cpu flash path shares: the plan that sizes a call's tiles and
+// scratch (flash_attention_workspace_size reads it too), the score hooks on
+// registers, and the per-row score finishing and output writing.
 #pragma once
 
 #include <algorithm>
@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <limits>
 
+#include "attnkit/attention/key_weights_arg.hpp"
 #include "attnkit/attention/params.hpp"
+#include "attnkit/attention/schedule.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
@@ -22,17 +24,16 @@
 
 ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
-namespace detail {
 
-/// K or V as (b, hkv, skv, d) strided memory; the same interface as paged_kv.
-template <class T>
-struct strided_kv {
-  tensor_view<T, 4> t;
-  std::int64_t length(std::int64_t) const { return t.extent(2); }
-  T* row(std::int64_t b, std::int64_t h, std::int64_t j) const {
-    return t.data_handle() + b * t.stride(0) + h * t.stride(1) + j * t.stride(2);
-  }
+/// The score hooks' math on registers: the variant (variant.hpp) runs on
+/// xsimd batches exactly as on floats.
+template <class A>
+struct value_math<xsimd::batch<float, A>> {
+  static xsimd::batch<float, A> tanh(xsimd::batch<float, A> x) { return simd::tanh<A>(x); }
+  static xsimd::batch<float, A> abs(xsimd::batch<float, A> x) { return xsimd::abs(x); }
 };
+
+namespace detail {
 
 /// What a cpu flash call produces, beyond its shape.
 struct flash_request {
@@ -42,55 +43,77 @@ struct flash_request {
   bool lse_given = true;         // the caller passes lse (else key weights need scratch for it)
 };
 
-/// Sizes of one cpu flash call; workspace_size and the kernel both derive theirs from it.
+/// Sizes of one cpu flash call; workspace_size and the kernel both derive theirs
+/// from it. Each sequence takes the decode path (its GQA group's query rows
+/// together, keys split into chunks) when group * rows <= 16, else the prefill
+/// path; both choices and the key splits depend on that sequence alone, so its
+/// result is the same bits whatever else shares the batch.
 template <class Arch>
 struct flash_cpu_plan {
   using tiling = simd::flash_tiling<Arch>;
   static constexpr std::int64_t max_decode_rows = 16;
+  static constexpr std::int64_t min_chunk = 256;  // decode: keys per chunk at least
 
-  attention_shape s{};  // skv: the longest sequence
+  attention_shape s{};  // b: sequences, sq: most rows, skv: longest
   std::int64_t slots = 1;
   std::int64_t group = 1, dp = 0, dvp = 0;
   bool empty = false;                // no query row: nothing to compute, no scratch
-  bool decode = false;
   bool output = true;                // o and lse are computed (else only key weights)
   bool pack_v = true;                // prefill: values copied to fp32 panels
+  bool weights = false;              // key weights requested
+  bool own_lse = false;              // prefill: lse lives in scratch for the key-weight pass
+  std::int64_t prefill_seqs = 0;     // sequences on the prefill path
   std::int64_t heads_per_pass = 1;   // prefill: KV heads packed at once
-  std::int64_t tiles = 0;            // prefill: kv tiles per head
-  std::int64_t rows = 0;             // decode: query rows per group (group * sq)
-  std::int64_t splits = 1, chunk = 0;  // decode: KV chunks per (b, kv head), keys per chunk
-  bool weights = false;                // key weights requested
-  bool own_lse = false;                // prefill: lse lives in scratch for the key-weight pass
-  std::int64_t skv_pad = 0;            // decode: skv rounded up to lanes, the row stride of kept scores
+  std::int64_t tiles = 0;            // prefill: kv tiles of the longest prefill sequence
+  std::int64_t q_blocks = 0;         // prefill: query blocks of the tallest prefill sequence
+  std::int64_t decode_seqs = 0;      // sequences on the decode path
+  std::int64_t rows = 0;             // decode: the most query rows of one group (group * rows)
+  std::int64_t chunks = 0;           // decode: (sequence, KV head, chunk) items in all
+  std::int64_t skv_pad = 0;          // decode: skv rounded up to lanes, the row stride of kept scores
 
-  flash_cpu_plan(const char* fn, const attention_shape& shape, std::int64_t concurrency, const flash_request& req)
+  /// The plan of a call whose sequence b has rows(b) query rows and length(b) keys.
+  template <class Rows, class Lengths>
+  flash_cpu_plan(const char* fn, const attention_shape& shape, std::int64_t concurrency, const flash_request& req,
+                 const Rows& rows_of, const Lengths& length_of)
       : s(shape) {
-    constexpr std::int64_t L = tiling::lanes;
-    slots = std::max<std::int64_t>(1, concurrency);
-    weights = req.key_weights;
-    empty = s.b * s.hq * s.sq == 0;  // validated extents: the product fits
-    if (empty) return;               // no work, no scratch
-    // A bound on every array below, before any of their products is taken.
-    const long double skv_pad_ld = static_cast<long double>(s.skv) + tiling::kv_tile;
-    const long double d_ld = static_cast<long double>(s.d), dv_ld = static_cast<long double>(s.dv);  // no int64 sums
-    check_scratch_floats(fn, slots * skv_pad_ld * (d_ld + dv_ld + 2 * L) +
-                                 static_cast<long double>(s.b) * s.hq * s.sq * (skv_pad_ld + dv_ld + 2 * L + 4) +
-                                 slots * (tiling::q_tile + L + 16.0L) * (d_ld + dv_ld + tiling::kv_tile + 2 * L));
-    group = s.hkv > 0 ? s.hq / s.hkv : 1;
-    dp = (s.d + L - 1) / L * L;
-    dvp = (s.dv + L - 1) / L * L;
-    rows = group * s.sq;
-    decode = rows <= max_decode_rows && req.output;  // weights alone take the prefill pass
-    pack_v = req.output && !(req.values_in_place && s.dv % L == 0);
-    output = req.output;
-    own_lse = weights && !decode && !req.lse_given;
-    skv_pad = (s.skv + L - 1) / L * L;
-    heads_per_pass = std::max<std::int64_t>(1, std::min(s.b * s.hkv, slots));
-    tiles = (s.skv + tiling::kv_tile - 1) / tiling::kv_tile;
-    const std::int64_t heads = std::max<std::int64_t>(1, s.b * s.hkv);
-    const std::int64_t most = std::max<std::int64_t>(1, (s.skv + 255) / 256);  // chunks of >= 256 keys
-    splits = std::clamp<std::int64_t>((4 * slots + heads - 1) / heads, 1, most);
-    chunk = ((s.skv + splits - 1) / splits + L - 1) / L * L;
+    init(fn, concurrency, req);
+    if (empty) return;
+    for (std::int64_t b = 0; b < s.b; ++b) {
+      if (rows_of(b) == 0) continue;  // a sequence with no query row is on neither path
+      if (on_decode_path(rows_of(b))) {
+        ++decode_seqs;
+        chunks += s.hkv * splits(length_of(b));
+        rows = std::max(rows, group * rows_of(b));
+      } else {
+        ++prefill_seqs;
+        tiles = std::max(tiles, (length_of(b) + tiling::kv_tile - 1) / tiling::kv_tile);
+        q_blocks = std::max(q_blocks, (rows_of(b) + tiling::q_tile - 1) / tiling::q_tile);
+      }
+    }
+    heads_per_pass = std::max<std::int64_t>(1, std::min(prefill_seqs * s.hkv, slots));
+  }
+
+  /// An upper bound for every call of at most s.b sequences, s.sq rows and s.skv
+  /// keys each (sizes only grow with them): every sequence counted on both paths.
+  static flash_cpu_plan bound(const char* fn, const attention_shape& shape, std::int64_t concurrency,
+                              const flash_request& req) {
+    flash_cpu_plan p(fn, shape, concurrency, req, [](std::int64_t) { return std::int64_t{0}; },
+                     [](std::int64_t) { return std::int64_t{0}; });
+    if (p.empty) return p;
+    p.decode_seqs = p.prefill_seqs = p.s.b;
+    p.rows = std::min(max_decode_rows, p.group * p.s.sq);
+    p.chunks = p.s.b * p.s.hkv * p.splits(p.s.skv);
+    p.tiles = (p.s.skv + tiling::kv_tile - 1) / tiling::kv_tile;
+    p.q_blocks = (p.s.sq + tiling::q_tile - 1) / tiling::q_tile;
+    p.heads_per_pass = std::max<std::int64_t>(1, std::min(p.s.b * p.s.hkv, p.slots));
+    return p;
+  }
+
+  bool on_decode_path(std::int64_t seq_rows) const { return output && group * seq_rows <= max_decode_rows; }
+
+  /// Key chunks of a decode sequence of `len` keys: its own length and the thread count decide.
+  std::int64_t splits(std::int64_t len) const {
+    return std::clamp<std::int64_t>((len + min_chunk - 1) / min_chunk, 1, 4 * slots);
   }
 
   // Prefill scratch: packed K (and V) of heads_per_pass heads, then per slot a
@@ -105,62 +128,127 @@ struct flash_cpu_plan {
   // Decode scratch: a partial (acc, m, l) per chunk, then per slot the group's
   // query rows, one tile of keys and values in fp32, and the rows' scores.
   std::size_t partial_floats() const { return static_cast<std::size_t>(rows * dvp + round_up(2 * rows)); }
-  std::size_t partials_floats() const { return static_cast<std::size_t>(s.b * s.hkv * splits) * partial_floats(); }
+  std::size_t partials_floats() const { return static_cast<std::size_t>(chunks) * partial_floats(); }
   // Key weights: decode keeps every row's scores; prefill needs the lse if the caller did not pass it.
   std::size_t kept_scores_floats() const {
-    return weights && decode ? static_cast<std::size_t>(s.b * s.hkv * rows * skv_pad) : 0;
+    return weights && decode_seqs > 0 ? static_cast<std::size_t>(s.b * s.hkv * rows * skv_pad) : 0;
   }
   std::size_t lse_floats() const { return own_lse ? static_cast<std::size_t>(s.b * s.hq * s.sq) : 0; }
+  /// Index tables: the sequences of each path, and each decode sequence's first chunk item.
+  std::size_t index_entries() const { return static_cast<std::size_t>(3 * s.b + 1); }
 
   /// Floats of one slot's scratch; a multiple of 16 so every slot stays 64-byte aligned.
   std::size_t slot_floats() const {
     constexpr std::int64_t L = tiling::lanes;
-    const std::int64_t n = decode ? rows * dp + L * (dp + dvp) + rows * tiling::kv_tile
-                                  : tiling::q_tile * (s.d + tiling::kv_tile + dvp + 2) + dp;
-    return static_cast<std::size_t>(round_up(n));
+    const std::int64_t dec = decode_seqs > 0 ? rows * dp + L * (dp + dvp) + rows * tiling::kv_tile : 0;
+    const std::int64_t pre = prefill_seqs > 0 ? tiling::q_tile * (s.d + tiling::kv_tile + dvp + 2) + dp : 0;
+    return static_cast<std::size_t>(round_up(std::max(dec, pre)));
   }
 
   std::size_t bytes() const {
     if (empty) return 0;
     const std::size_t all_slots = static_cast<std::size_t>(slots) * slot_floats();
-    if (decode) return scratch_arena::bytes_for({partials_floats(), kept_scores_floats(), all_slots});
-    return scratch_arena::bytes_for({kt_floats(), vp_floats(), lse_floats(), all_slots});
+    // flash_scratch takes them in this order.
+    return scratch_arena::bytes_for({2 * index_entries(), partials_floats(), kept_scores_floats(), kt_floats(),
+                                     vp_floats(), lse_floats(), all_slots});
   }
 
   static std::int64_t round_up(std::int64_t n) { return (n + 15) / 16 * 16; }
+
+ private:
+  void init(const char* fn, std::int64_t concurrency, const flash_request& req) {
+    constexpr std::int64_t L = tiling::lanes;
+    slots = std::max<std::int64_t>(1, concurrency);
+    weights = req.key_weights;
+    output = req.output;
+    empty = s.b * s.hq * s.sq == 0;  // validated extents: the product fits
+    if (empty) return;               // no work, no scratch
+    // A bound on every array below, before any of their products is taken.
+    const long double skv_pad_ld = static_cast<long double>(s.skv) + tiling::kv_tile;
+    const long double d_ld = static_cast<long double>(s.d), dv_ld = static_cast<long double>(s.dv);  // no int64 sums
+    const long double seqs = static_cast<long double>(s.b) * s.hkv;
+    check_scratch_floats(fn, slots * skv_pad_ld * (d_ld + dv_ld + 2 * L) +
+                                 seqs * 4 * slots * (max_decode_rows * (dv_ld + L) + 32) +
+                                 static_cast<long double>(s.b) * s.hq * s.sq * (skv_pad_ld + dv_ld + 2 * L + 4) +
+                                 slots * (tiling::q_tile + L + 16.0L) * (d_ld + dv_ld + tiling::kv_tile + 2 * L) +
+                                 6.0L * s.b);
+    group = s.hq / s.hkv;
+    dp = (s.d + L - 1) / L * L;
+    dvp = (s.dv + L - 1) / L * L;
+    pack_v = req.output && !(req.values_in_place && s.dv % L == 0);
+    own_lse = weights && !req.lse_given;
+    skv_pad = (s.skv + L - 1) / L * L;
+  }
 };
 
-/// Applies softcap and ALiBi to one row of raw scores (scale is already in q),
-/// then sets masked keys and the padding past `cols` to -inf.
+/// The inputs and outputs of a checked call, as the cpu paths read them.
+template <class TQ, class TO>
+struct flash_io {
+  tensor_view<TQ, 4> q;       // (b, hq, sq, d) or packed (1, hq, total, d)
+  tensor_view<TO, 4> o;       // like q, dv columns
+  tensor_view<float, 3> lse;  // like q without d, or empty
+  attention_params params;
+  key_weights kw;
+  attention_batch batch;
+
+  attention_variant variant(std::int64_t b, std::int64_t len, std::int64_t d, std::int64_t h) const {
+    return batch.variant(params, b, len, d, h);
+  }
+  const TQ* q_row(std::int64_t b, std::int64_t h, std::int64_t i) const {
+    return &q(batch.q_batch(b), h, batch.row0(b) + i, 0);
+  }
+  TO* o_row(std::int64_t b, std::int64_t h, std::int64_t i) const { return &o(batch.q_batch(b), h, batch.row0(b) + i, 0); }
+  float* lse_at(std::int64_t b, std::int64_t h, std::int64_t i) const {
+    return is_given(lse) ? &lse(batch.q_batch(b), h, batch.row0(b) + i) : nullptr;
+  }
+};
+
+/// The scratch of a call, taken from its arena in the order flash_cpu_plan::bytes lists.
+struct flash_scratch {
+  std::int64_t* prefill_seqs;  // (prefill_seqs) sequence ids
+  std::int64_t* decode_seqs;   // (decode_seqs) sequence ids
+  std::int64_t* first_chunk;   // (decode_seqs + 1) each decode sequence's first chunk item
+  float *partials, *kept, *kt, *vp, *lse, *slots;
+
+  template <class Arch>
+  flash_scratch(const flash_cpu_plan<Arch>& plan, scratch_arena& arena) {
+    prefill_seqs = arena.take_indices(plan.index_entries());
+    decode_seqs = prefill_seqs + plan.s.b;
+    first_chunk = decode_seqs + plan.s.b;
+    partials = arena.take(plan.partials_floats());
+    kept = arena.take(plan.kept_scores_floats());
+    kt = arena.take(plan.kt_floats());
+    vp = arena.take(plan.vp_floats());
+    lse = arena.take(plan.lse_floats());
+    slots = arena.take(plan.slots * plan.slot_floats());
+  }
+};
+
+/// Applies the variant's score hooks (softcap, ALiBi; scale is already in q) to
+/// one row of raw scores, then sets masked keys and the padding past `cols` to
+/// -inf. slope: the row's head's ALiBi slope.
 template <class Arch>
-void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_variant& var, std::int64_t h,
+void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_variant& var, float slope,
                    std::int64_t i, std::int64_t j0, bool partial) {
   using B = simd::fbatch<Arch>;
   constexpr int L = simd::lanes<Arch>;
   constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-  if (var.score.softcap > 0.0f) {
-    const B cap(var.score.softcap);
-    for (std::int64_t c = 0; c < n; c += L)
-      (cap * simd::tanh<Arch>(B::load_aligned(s + c) / cap)).store_aligned(s + c);
-  }
-  if (var.score.alibi_slopes) {
-    const B slope(var.score.alibi_slopes[h * var.score.alibi_stride]);
+  if (var.score.softcap > 0.0f || var.score.alibi_slopes) {
     const B step = simd::lane_index<Arch>();
-    const std::int64_t pos = var.mask.position(i);
-    for (std::int64_t c = 0; c < n; c += L) {
-      const B dist = B(static_cast<float>(j0 + c - pos)) + step;
-      (B::load_aligned(s + c) + slope * dist).store_aligned(s + c);
-    }
+    const std::int64_t dist0 = var.mask.key_position(j0) - var.mask.position(i);  // key j0's distance after row i
+    for (std::int64_t c = 0; c < n; c += L)
+      var.score.modify(B::load_aligned(s + c), slope, B(static_cast<float>(dist0 + c)) + step).store_aligned(s + c);
   }
-  // Key j0 + c is visible iff c <= last && (c >= first || c < sink_end) (attention_mask::visible).
   std::int64_t last = cols - 1;
   if (partial) {
-    const attention_mask& mk = var.mask;
-    const std::int64_t pos = mk.position(i);
-    if (mk.right < mk.skv + mk.sq) last = std::min(last, pos + mk.right - j0);  // else no key is past it
-    const std::int64_t first = mk.left < mk.skv ? std::max<std::int64_t>(0, pos - mk.left - j0) : 0;
-    const std::int64_t sink_end = std::max<std::int64_t>(0, mk.sinks - j0);
+    const attention_mask::row_keys band = var.mask.band(i);
+    last = std::min(last, band.last - j0);
+    const std::int64_t first = std::max<std::int64_t>(0, band.first - j0);
+    const std::int64_t sink_end = std::max<std::int64_t>(0, band.sink_end - j0);
     if (first > sink_end) std::fill(s + sink_end, s + std::min(first, cols), neg_inf);
+    if (var.mask.bits)
+      for (std::int64_t c = 0; c <= last; ++c)
+        if (!var.mask.bit(i, j0 + c)) s[c] = neg_inf;
   }
   std::fill(s + std::max<std::int64_t>(0, last + 1), s + n, neg_inf);
 }
@@ -178,15 +266,6 @@ float write_row(const float* acc, softmax_state st, float sink, TO* o, std::int6
   for (std::int64_t x = 0; x < dv; ++x) o[x] = from_float<TO>(acc[x] * inv_l);
   if (lse) *lse = st.lse();
   return st.lse();
-}
-
-template <class T>
-T* out_row(const tensor_view<T, 4>& o, std::int64_t b, std::int64_t h, std::int64_t i) {
-  return o.data_handle() + b * o.stride(0) + h * o.stride(1) + i * o.stride(2);
-}
-
-inline float* lse_at(const tensor_view<float, 3>& lse, std::int64_t b, std::int64_t h, std::int64_t i) {
-  return is_given(lse) ? &lse(b, h, i) : nullptr;
 }
 
 }  // namespace detail

@@ -1,0 +1,102 @@
+// attention_args: everything one flash_attention call takes, in one struct.
+// The positional overloads of flash_attention fill it; engines that need the
+// newer inputs (positions, ragged batches, a custom mask) fill it themselves:
+//
+//   auto args = attnkit::make_attention_args(q, k, v, o);   // k, v: strided views or paged_kv
+//   args.cu_seqlens_q = cu;      // ragged: q and o are (1, hq, total, d), sequence b is rows [cu(b), cu(b+1))
+//   args.k_pos = offsets;        // key j of sequence b sits at k_pos(b) + j
+//   attnkit::flash_attention(args, backend);
+//
+// Positions: query row i of sequence b sits at q_pos(b) + i, key j at
+// k_pos(b) + j. Defaults: k_pos 0, and q_pos = k_pos + skv_b - sq_b (the last
+// query row at the last key: bottom-right). Given positions must be >= 0 and
+// stay below 2^61. Masks, ALiBi and sinks act on positions, so a call over a
+// shard of the keys (with its k_pos) computes exactly that shard's share, and
+// merge_states recombines shards.
+//
+// lse is the natural log of the softmax denominator.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "attnkit/attention/key_weights_arg.hpp"
+#include "attnkit/attention/params.hpp"
+#include "attnkit/core/config.hpp"
+#include "attnkit/core/paged_view.hpp"
+#include "attnkit/core/tensor_view.hpp"
+
+ATTNKIT_BEGIN_NAMESPACE
+
+/// K or V in either form the kernels read: strided (b, hkv, skv, d) or a paged pool.
+template <class T>
+struct kv_input {
+  tensor_view<T, 4> strided;  // (b, hkv, skv, d); unused when paged
+  paged_kv<T> paged;          // (num_pages, hkv, page_size, d) + table; used when is_paged
+  bool is_paged = false;
+
+  kv_input() = default;
+  kv_input(const tensor_view<T, 4>& t) : strided(t) {}          // NOLINT: implicit on purpose
+  kv_input(const paged_kv<T>& p) : paged(p), is_paged(true) {}  // NOLINT
+  template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_const_v<U>>>
+  kv_input(const kv_input<U>& o) : strided(o.strided), paged{o.paged.pages, o.paged.table}, is_paged(o.is_paged) {}
+};
+
+/// A caller's mask on top of the params' masks (tree attention for speculative
+/// decoding, document masks): row r of the call sees key j of its sequence iff
+/// bit j % 8 of bits(h, r, j / 8) is set (little-endian bit order). Rows are
+/// b * sq (row i of sequence b is b * sq + i), or the packed rows with
+/// cu_seqlens_q; extent(0) is 1 (all heads) or hq; extent(2) must cover the
+/// longest sequence's keys. Tiles whose bits are all zero are skipped.
+struct custom_mask {
+  tensor_view<const std::uint8_t, 3> bits;  // (1 or hq, rows, >= ceil(skv / 8)); empty: none
+};
+
+template <class TQ, class TK, class TV, class TO>
+struct attention_args {
+  tensor_view<TQ, 4> q;       // (b, hq, sq, d); ragged: (1, hq, total, d)
+  kv_input<TK> k;             // (b, hkv, skv, d) or paged
+  kv_input<TV> v;             // (b, hkv, skv, dv) or paged
+  tensor_view<TO, 4> o;       // (b, hq, sq, dv); ragged: (1, hq, total, dv)
+  attention_params params;
+  tensor_view<float, 3> lse;  // (b, hq, sq) or (1, hq, total); natural log; empty: not returned
+  key_weights kw;             // key_weights.hpp; not with cu_seqlens_q
+  tensor_view<const std::int64_t, 1> cu_seqlens_q;  // (b + 1) ragged query rows; empty: q holds b sequences of sq
+  tensor_view<const std::int64_t, 1> q_pos;         // (b) position of each sequence's first query row
+  tensor_view<const std::int64_t, 1> k_pos;         // (b) position of each sequence's first key
+  custom_mask mask;
+};
+
+/// The largest calls an engine will make, for flash_attention_workspace_bound:
+/// at most b sequences of at most sq query rows and skv keys each.
+struct attention_limits {
+  std::int64_t b = 0, hq = 0, hkv = 0, sq = 0, skv = 0, d = 0, dv = 0;
+  bool key_weights = false;  // some call requests key weights
+};
+
+namespace detail {
+template <class KS>
+struct kv_element;
+template <class T>
+struct kv_element<tensor_view<T, 4>> {
+  using type = T;
+};
+template <class T>
+struct kv_element<paged_kv<T>> {
+  using type = T;
+};
+}  // namespace detail
+
+/// attention_args with the four tensors set and every option at its default;
+/// k and v are strided views or paged_kv.
+template <class TQ, class KS, class VS, class TO>
+auto make_attention_args(const tensor_view<TQ, 4>& q, const KS& k, const VS& v, const tensor_view<TO, 4>& o) {
+  attention_args<TQ, typename detail::kv_element<KS>::type, typename detail::kv_element<VS>::type, TO> a;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = o;
+  return a;
+}
+
+ATTNKIT_END_NAMESPACE

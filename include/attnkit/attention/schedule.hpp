@@ -1,0 +1,124 @@
+// What a kernel call visits, as backend-neutral data: the sequences of a batch
+// (uniform or ragged rows, positions, the caller's bitmask), the keys each
+// query block can see, and the key tiles that cover them. A backend's tile
+// body runs whatever this yields; a tile the mask leaves empty is never
+// visited, so the cost of a call follows the keys its masks let through.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "attnkit/attention/attention_args.hpp"
+#include "attnkit/attention/params.hpp"
+#include "attnkit/attention/variant.hpp"
+#include "attnkit/core/config.hpp"
+#include "attnkit/core/paged_view.hpp"
+#include "attnkit/core/tensor_view.hpp"
+
+ATTNKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// K or V as (b, hkv, skv, d) strided memory, with paged_kv's interface.
+template <class T>
+struct strided_kv {
+  using element = T;
+  tensor_view<T, 4> t;
+  std::int64_t length(std::int64_t) const { return t.extent(2); }
+  T* row(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    return t.data_handle() + b * t.stride(0) + h * t.stride(1) + j * t.stride(2);
+  }
+};
+
+/// The sequences of a validated call: where each one's query rows live, their
+/// positions and their bitmask rows.
+struct attention_batch {
+  std::int64_t count = 0;  // sequences
+  std::int64_t sq = 0;     // rows per sequence when not ragged
+  tensor_view<const std::int64_t, 1> cu, q_pos, k_pos;
+  tensor_view<const std::uint8_t, 3> bits;
+
+  bool ragged() const { return is_given(cu); }
+  std::int64_t rows(std::int64_t b) const { return ragged() ? cu(b + 1) - cu(b) : sq; }
+  /// Sequence b's row i is q(q_batch(b), h, row0(b) + i, :) (and so for o and lse).
+  std::int64_t q_batch(std::int64_t b) const { return ragged() ? 0 : b; }
+  std::int64_t row0(std::int64_t b) const { return ragged() ? cu(b) : 0; }
+
+  sequence_span span(std::int64_t b, std::int64_t skv) const {
+    const std::int64_t n = rows(b);
+    const std::int64_t kp = is_given(k_pos) ? k_pos(b) : 0;
+    return {n, skv, is_given(q_pos) ? q_pos(b) : kp + skv - n, kp};
+  }
+
+  /// The variant of query head h of sequence b, which holds skv keys.
+  attention_variant variant(const attention_params& params, std::int64_t b, std::int64_t skv, std::int64_t d,
+                            std::int64_t h) const {
+    if (!is_given(bits)) return make_variant(params, span(b, skv), d);
+    const std::int64_t first_row = ragged() ? cu(b) : b * sq;
+    const std::uint8_t* row0_bits =
+        bits.data_handle() + (bits.extent(0) > 1 ? h : 0) * bits.stride(0) + first_row * bits.stride(1);
+    return make_variant(params, span(b, skv), d, row0_bits, bits.stride(1));
+  }
+};
+
+template <class TQ, class TK, class TV, class TO>
+attention_batch batch_of(const attention_args<TQ, TK, TV, TO>& a) {
+  attention_batch ab;
+  ab.count = is_given(a.cu_seqlens_q) ? a.cu_seqlens_q.extent(0) - 1 : a.q.extent(0);
+  ab.sq = is_given(a.cu_seqlens_q) ? 0 : a.q.extent(2);
+  ab.cu = a.cu_seqlens_q;
+  ab.q_pos = a.q_pos;
+  ab.k_pos = a.k_pos;
+  ab.bits = a.mask.bits;
+  return ab;
+}
+
+/// The keys rows [i0, i1) of one mask can see, as at most two index ranges in
+/// order: the sink keys before the band, and the band (the union of the rows'
+/// windows; rows sit at increasing positions, so it is one range).
+struct key_ranges {
+  std::int64_t begin[2] = {0, 0}, end[2] = {0, 0};
+  int n = 0;
+
+  std::int64_t total() const { return (end[0] - begin[0]) + (n > 1 ? end[1] - begin[1] : 0); }
+  /// The key at offset `at` of the concatenated ranges (at < total()).
+  std::int64_t key(std::int64_t at) const {
+    return at < end[0] - begin[0] ? begin[0] + at : begin[1] + at - (end[0] - begin[0]);
+  }
+};
+
+inline key_ranges visible_keys(const attention_mask& m, std::int64_t i0, std::int64_t i1) {
+  key_ranges r;
+  if (i0 >= i1 || m.span.skv == 0) return r;
+  const attention_mask::row_keys top = m.band(i0), bottom = m.band(i1 - 1);
+  const std::int64_t first = top.first, last = bottom.last, sink_end = std::min(bottom.sink_end, first);
+  if (sink_end > 0) r.begin[r.n] = 0, r.end[r.n++] = sink_end;
+  if (first <= last) {
+    if (r.n > 0 && r.end[0] == first)
+      r.end[0] = last + 1;
+    else
+      r.begin[r.n] = first, r.end[r.n++] = last + 1;
+  }
+  return r;
+}
+
+/// Whether keys [j0, j1) meet the ranges.
+inline bool tile_visited(const key_ranges& r, std::int64_t j0, std::int64_t j1) {
+  for (int x = 0; x < r.n; ++x)
+    if (r.begin[x] < j1 && j0 < r.end[x]) return true;
+  return false;
+}
+
+/// f(j0, j1) for each tile [j0, j1) of `tile` keys (tiles start at multiples of
+/// `tile`, the last one cut at skv) that meets the ranges, in key order.
+template <class F>
+void for_each_tile(const key_ranges& r, std::int64_t tile, std::int64_t skv, F&& f) {
+  std::int64_t next = 0;  // the first tile not yet visited
+  for (int x = 0; x < r.n; ++x)
+    for (std::int64_t t = std::max(next, r.begin[x] / tile); t * tile < r.end[x]; ++t) {
+      f(t * tile, std::min(skv, (t + 1) * tile));
+      next = t + 1;
+    }
+}
+
+}  // namespace detail
+ATTNKIT_END_NAMESPACE
