@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(cmake make g++ libeigen3-dev libxsimd-dev libgtest-dev libgmock-dev libbenchmark-dev
-          clang libclang-rt-dev libomp-dev qemu-user)
+          clang libclang-rt-dev libomp-dev qemu-user libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

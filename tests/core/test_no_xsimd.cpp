@@ -38,5 +38,24 @@ TEST(NoXsimd, UntaggedCallsRunTheReference) {
   EXPECT_NE(o1(0, 1, 36, 5), 0.0f);
 }
 
+// The reference backend takes every input form the cpu backend takes: a paged
+// cache through cached_attention gives the contiguous call's bits.
+TEST(NoXsimd, CachedAttentionOverPagesRunsOnTheReference) {
+  std::mt19937_64 rng(std::random_device{}());
+  const std::int64_t hkv = 2, d = 16, rows = 45;
+  kv_cache_options opt;
+  opt.hkv = hkv, opt.d = opt.dv = d, opt.page_size = 8, opt.num_pages = 16;
+  kv_cache<float> cache(opt);
+  const tensor<float, 4> k = normal(hkv, rows, d, rng), v = normal(hkv, rows, d, rng), q = normal(4, 3, d, rng);
+  cache.append(tensor_view<const float, 3>(k.data(), {hkv, rows, d}), tensor_view<const float, 3>(v.data(), {hkv, rows, d}));
+  attention_params p;
+  p.causal = true;
+  tensor<float, 4> paged({1, 4, 3, d}), contiguous({1, 4, 3, d});
+  cached_attention(q.cview(), cache, paged.view(), p);
+  flash_attention(q.cview(), k.cview(), v.cview(), contiguous.view(), p, {}, {}, reference{});
+  EXPECT_TRUE(std::equal(paged.data(), paged.data() + paged.size(), contiguous.data()));
+  EXPECT_NE(paged(0, 3, 2, 5), 0.0f);
+}
+
 }  // namespace
 }  // namespace attnkit

@@ -1,39 +1,47 @@
 // flash_attention on the cpu<Arch> backend: the reference algorithm of
-// flash.hpp, laid out for SIMD registers and caches.
+// flash.hpp, laid out for SIMD registers and caches. A call is a schedule
+// (schedule.hpp: the sequences, the keys each query block can see, the key
+// tiles that cover them) run by one tile body per path: scores, the variant's
+// hooks (variant.hpp), the online-softmax step, P.V.
 //
-// Prefill (many query rows per KV head): each KV head's keys are packed once,
-// transposed into fp32 panels kt (d, kv_tile), so that a q_tile x kv_tile block
-// of scores is a register-blocked product (simd::qk_tile). Values are read in
-// place when they are fp32 rows of whole registers, else packed to fp32 too.
-// Work items are (head, query block); each runs the online softmax over the
-// tiles its mask leaves non-empty.
+// Each sequence takes one of two paths, chosen by its own rows:
+// Prefill (more than 16 query rows per GQA group): the key tiles any of its
+// rows can see are packed once per KV head, transposed into fp32 panels kt
+// (d, kv_tile), so that a q_tile x kv_tile block of scores is a
+// register-blocked product (simd::qk_tile). Values are read in place when they
+// are fp32 rows of whole registers, else packed to fp32 too. Work items are
+// (head, query block); each runs the tile body over the tiles its rows see.
 //
-// Decode (at most 16 query rows per KV head, e.g. sq = 1 with GQA): the query
+// Decode (at most 16 query rows per group, e.g. sq = 1 with GQA): the query
 // rows of a GQA group go together, so each key and value is read once per
-// group. The keys of a (batch, KV head) are split into chunks that run in
+// group. The keys the rows can see are split into chunks that run in
 // parallel; each writes a partial (acc, m, l) and a final pass merges them in
-// chunk order, so results are identical run to run for a given concurrency.
+// chunk order. The number of chunks depends on the sequence's length and the
+// thread count only, so a sequence's result is the same bits whatever else is
+// in the batch, and run to run for a given concurrency.
 //
 // Neither path allocates anything proportional to sq x skv; all scratch comes
-// from one workspace (flash_attention_workspace_size), lent by the caller or
-// allocated once per call.
+// from one workspace (flash_attention_workspace_size, or the start-up bound
+// flash_attention_workspace_bound), lent by the caller or allocated once per call.
 //
-// The parts live in flash_cpu/: plan.hpp (sizes, scratch, per-row finishing),
-// prefill.hpp, decode.hpp and key_weights.hpp; this file checks calls and runs them.
+// The parts live in flash_cpu/: plan.hpp (sizes, scratch, score hooks on
+// registers, per-row finishing), prefill.hpp, decode.hpp and key_weights.hpp;
+// this file runs checked calls.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
+#include "attnkit/attention/attention_args.hpp"
+#include "attnkit/attention/check_args.hpp"
 #include "attnkit/attention/flash_cpu/decode.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
 #include "attnkit/attention/flash_cpu/prefill.hpp"
-#include "attnkit/attention/attention_args.hpp"
-#include "attnkit/attention/check_args.hpp"
+#include "attnkit/attention/flash_front.hpp"
 #include "attnkit/attention/key_weights.hpp"
-#include "attnkit/attention/schedule.hpp"
 #include "attnkit/attention/params.hpp"
+#include "attnkit/attention/schedule.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/backend/tags.hpp"
 #include "attnkit/core/config.hpp"

@@ -1,6 +1,8 @@
 // merge_states: combine two partial attention results over disjoint key sets
 // into the result over their union (split-KV decode, cascade / shared-prefix
-// attention). The arithmetic is merge_lse in core/softmax_state.hpp.
+// attention, key shards across ranks). The arithmetic is merge_lse in
+// core/softmax_state.hpp. lse is the natural log, as flash_attention returns
+// it; an lse in base 2 (FlashInfer's) must be multiplied by ln 2 first.
 #pragma once
 
 #include <cstdint>
