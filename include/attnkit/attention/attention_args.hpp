@@ -12,7 +12,8 @@
 // query row at the last key: bottom-right). Given positions must be >= 0 and
 // stay below 2^61. Masks, ALiBi and sinks act on positions, so a call over a
 // shard of the keys (with its k_pos) computes exactly that shard's share, and
-// merge_states recombines shards.
+// merge_states recombines shards. A learned sink logit (params.sink_logits)
+// joins the denominator of every call it is passed to: give it to one shard.
 //
 // lse is the natural log of the softmax denominator.
 #pragma once
