@@ -52,8 +52,8 @@ inline attention_profile measure_attention(const model& m, const std::vector<int
   p.last4.assign(cells, 0.0);
   p.dropped.assign(budgets.size() * cells, 0.0);
   const double group = c.n_heads / c.n_kv_heads;
-  engine e(m, policy_spec{}, [&](int l, const kv_cache<float>& cache, tensor_view<const float, 2> w) {
-    const std::int64_t n = cache.index().length(0);  // rows 0 .. n-1; the newest token is row n-1
+  engine e(m, policy_spec{}, [&](int l, const token_index& index, tensor_view<const float, 2> w) {
+    const std::int64_t n = index.length(0);  // rows 0 .. n-1; the newest token is row n-1
     if (l == 0) p.uniform4 += static_cast<double>(std::min<std::int64_t>(n, 4)) / static_cast<double>(n);
     for (int g = 0; g < c.n_kv_heads; ++g) {
       const std::size_t cell = std::size_t(l) * c.n_kv_heads + g;

@@ -1,13 +1,17 @@
 // The forward pass of a Llama-2 model whose attention and KV cache are
-// attnkit's. Per layer: RMSNorm, q/k/v projections, RoPE at the positions the
-// cache hands out, append k and v to the layer's kv_cache, one cached_attention
-// call (flash prefill for a chunk of tokens, flash decode for one), the policy's
-// observe and evict, the output projection, then the SwiGLU feed-forward.
-// Matrix products use Eigen; everything attention-shaped is attnkit's.
+// attnkit's, for one sequence or a batch of them served together. Per layer:
+// RMSNorm, q/k/v projections, RoPE at the positions the cache hands out
+// (rope_table), append k and v to each sequence's cache in one kv_pool, one
+// pool_attention call for every sequence of the step (prefill chunks and
+// decode rows mixed), each sequence's policy observe and evict, the output
+// projection, then the SwiGLU feed-forward. Matrix products run per sequence
+// (the same shapes as alone, so a sequence's logits do not depend on the batch);
+// they use Eigen, and everything attention-shaped is attnkit's.
 #pragma once
 
 #include <Eigen/Core>
 #include <attnkit/attnkit.hpp>
+#include <attnkit/pool_attention.hpp>
 
 #include <cmath>
 #include <functional>
@@ -23,47 +27,69 @@ using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 
 class engine {
  public:
-  /// Called after each layer's attention with that layer's cache and the
-  /// call's key weights (hkv, longest head), summed over each GQA group and
-  /// over the query rows as the policy weighs them (all rows alike for full).
-  using attention_observer = std::function<void(int layer, const kv_cache<float>&, tensor_view<const float, 2>)>;
+  /// Called after each layer's attention with the layer's token index (of
+  /// sequence 0) and the call's key weights (hkv, >= longest head), summed over
+  /// each GQA group and over the query rows as the policy weighs them.
+  using attention_observer = std::function<void(int layer, const token_index&, tensor_view<const float, 2>)>;
 
-  engine(const model& m, const policy_spec& spec, attention_observer observer = {})
-      : m_(m), observer_(std::move(observer)) {
+  engine(const model& m, const policy_spec& spec, attention_observer observer = {}, std::int64_t sequences = 1)
+      : m_(m), observer_(std::move(observer)), pool_(pool_options(spec, m.cfg, sequences)),
+        rope_(m.cfg.seq_len, m.cfg.head_size(), model_rope()) {
     check_spec(spec, m.cfg);
-    for (int l = 0; l < m.cfg.n_layers; ++l) {
-      caches_.emplace_back(cache_options(spec, m.cfg));
-      policies_.push_back(make_policy(spec, l, m.cfg.n_kv_heads));
+    for (std::int64_t s = 0; s < sequences; ++s) {
+      ids_.push_back(pool_.add_sequence());
+      policies_.emplace_back();
+      for (int l = 0; l < m.cfg.n_layers; ++l) policies_.back().push_back(make_policy(spec, l, m.cfg.n_kv_heads));
     }
+    logits_.resize(static_cast<std::size_t>(sequences));
   }
 
   const config& cfg() const { return m_.cfg; }
-  const kv_cache<float>& cache(int layer) const { return caches_[layer]; }
-  /// Tokens run so far.
-  std::int64_t seen() const { return caches_[0].index().seen(); }
+  std::int64_t sequences() const { return static_cast<std::int64_t>(ids_.size()); }
+  /// What sequence s caches at `layer`.
+  const token_index& index(int layer, std::int64_t s = 0) const { return pool_.index(ids_[s], layer); }
+  /// Tokens sequence s has run so far.
+  std::int64_t seen(std::int64_t s = 0) const { return index(0, s).seen(); }
 
-  /// Runs the next tokens of the sequence through the model as one chunk and
-  /// returns the logits (vocab) of the last of them.
+  /// Runs the next tokens of the (only) sequence as one chunk; returns the logits (vocab) of the last.
   const std::vector<float>& forward(const std::vector<int>& tokens) {
+    if (tokens.empty()) throw std::invalid_argument("forward: no tokens");
+    return forward_batch({tokens})[0];
+  }
+
+  /// Runs chunks[s] through sequence s, all in one step (an empty chunk sits the
+  /// step out); returns each sequence's logits of its chunk's last token.
+  const std::vector<std::vector<float>>& forward_batch(const std::vector<std::vector<int>>& chunks) {
     const config& c = m_.cfg;
     const weights& w = m_.w;
-    const auto n = static_cast<Eigen::Index>(tokens.size());
-    if (n == 0 || seen() + n > c.seq_len)
-      throw std::invalid_argument("forward: " + std::to_string(n) + " tokens after " + std::to_string(seen()) +
-                                  " exceed the context of " + std::to_string(c.seq_len));
-    matrix x(n, c.dim);  // (n, dim) residual stream
-    for (Eigen::Index i = 0; i < n; ++i) {
-      if (tokens[i] < 0 || tokens[i] >= c.vocab_size) throw std::invalid_argument("forward: token out of range");
-      x.row(i) = Eigen::Map<const Eigen::RowVectorXf>(w.token_embedding + std::size_t(tokens[i]) * c.dim, c.dim);
+    if (static_cast<std::int64_t>(chunks.size()) != sequences())
+      throw std::invalid_argument("forward: " + std::to_string(chunks.size()) + " chunks for " +
+                                  std::to_string(sequences()) + " sequences");
+    std::vector<matrix> x(chunks.size());  // per sequence: (n, dim) residual stream
+    for (std::size_t s = 0; s < chunks.size(); ++s) {
+      const auto n = static_cast<Eigen::Index>(chunks[s].size());
+      if (seen(s) + n > c.seq_len)
+        throw std::invalid_argument("forward: " + std::to_string(n) + " tokens after " + std::to_string(seen(s)) +
+                                    " exceed the context of " + std::to_string(c.seq_len));
+      x[s].resize(n, c.dim);
+      for (Eigen::Index i = 0; i < n; ++i) {
+        const int t = chunks[s][i];
+        if (t < 0 || t >= c.vocab_size) throw std::invalid_argument("forward: token out of range");
+        x[s].row(i) = Eigen::Map<const Eigen::RowVectorXf>(w.token_embedding + std::size_t(t) * c.dim, c.dim);
+      }
     }
     for (int l = 0; l < c.n_layers; ++l) {
-      x += attention(l, rmsnorm(x, w.rms_att + std::size_t(l) * c.dim));
-      x += feed_forward(l, rmsnorm(x, w.rms_ffn + std::size_t(l) * c.dim));
+      attention(l, x);
+      for (matrix& xs : x)
+        if (xs.rows() > 0) xs += feed_forward(l, rmsnorm(xs, w.rms_ffn + std::size_t(l) * c.dim));
     }
-    const matrix last = rmsnorm(x.bottomRows(1), w.rms_final);
-    logits_.resize(std::size_t(c.vocab_size));
-    Eigen::Map<Eigen::VectorXf>(logits_.data(), c.vocab_size).noalias() =
-        weight(w.classifier, c.vocab_size, c.dim) * last.row(0).transpose();
+    for (std::size_t s = 0; s < x.size(); ++s) {
+      if (x[s].rows() == 0) continue;
+      const matrix last = rmsnorm(x[s].bottomRows(1), w.rms_final);
+      logits_[s].resize(std::size_t(c.vocab_size));
+      Eigen::Map<Eigen::VectorXf>(logits_[s].data(), c.vocab_size).noalias() =
+          weight(w.classifier, c.vocab_size, c.dim) * last.row(0).transpose();
+    }
     return logits_;
   }
 
@@ -80,64 +106,91 @@ class engine {
     return out;
   }
 
-  /// The attention block's output for the chunk xb (n, dim), after its projection.
-  matrix attention(int l, const matrix& xb) {
+  /// Rotates q (n, hq * hs) and k (n, hkv * hs) of sequence s at the positions its cache hands out:
+  /// text positions, or (StreamingLLM) rows in the cache.
+  void rotate(int l, std::int64_t s, matrix& q, matrix& k) {
     const config& c = m_.cfg;
-    const weights& w = m_.w;
     const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
-    const Eigen::Index n = xb.rows();
-    const std::size_t at = std::size_t(l) * c.dim;
-    matrix q = xb * weight(w.wq + at * c.dim, c.dim, c.dim).transpose();         // (n, hq * hs)
-    matrix k = xb * weight(w.wk + at * c.kv_dim(), c.kv_dim(), c.dim).transpose();  // (n, hkv * hs)
-    matrix v = xb * weight(w.wv + at * c.kv_dim(), c.kv_dim(), c.dim).transpose();  // (n, hkv * hs)
-
-    kv_cache<float>& cache = caches_[l];
-    for (int g = 0; g < c.n_kv_heads; ++g) {
-      // The cache says where the chunk's tokens sit: their text positions, or
-      // (StreamingLLM) their rows in the cache.
-      const std::int64_t first = cache.index().next_position(g);
-      for (Eigen::Index i = 0; i < n; ++i) {
-        const double pos = static_cast<double>(first + i);
-        rope_rotate(&k(i, g * hs), hs, pos, model_rope());
-        for (int h = g * group; h < (g + 1) * group; ++h) rope_rotate(&q(i, h * hs), hs, pos, model_rope());
-      }
-    }
-    const tensor_view<const float, 3> k_new(k.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1});  // (hkv, n, hs)
-    const tensor_view<const float, 3> v_new(v.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1});  // (hkv, n, hs)
-    cache.append(k_new, v_new);
-
-    matrix o(n, c.dim);
-    const auto q_view = make_bshd<const float>(q.data(), 1, n, c.n_heads, hs);  // (1, hq, n, hs)
-    const auto o_view = make_bshd(o.data(), 1, n, c.n_heads, hs);              // (1, hq, n, hs)
-    std::visit([&](auto& policy) { attend(l, q_view, o_view, policy); }, policies_[l]);
-    return o * weight(w.wo + at * c.dim, c.dim, c.dim).transpose();
+    const std::int64_t n = q.rows();
+    positions_.resize(std::size_t(c.n_heads * n));
+    for (int h = 0; h < c.n_heads; ++h)
+      for (std::int64_t i = 0; i < n; ++i) positions_[h * n + i] = index(l, s).next_position(h / group) + i;
+    rope_.apply(make_bshd(q.data(), 1, n, c.n_heads, hs), tensor_view<const std::int64_t, 3>(positions_.data(), {1, c.n_heads, n}));
+    // KV head g takes query head g * group's positions.
+    rope_.apply(make_bshd(k.data(), 1, n, c.n_kv_heads, hs),
+                tensor_view<const std::int64_t, 3>(positions_.data(), {1, c.n_kv_heads, n}, {0, group * n, 1}));
   }
 
-  /// One flash call over the layer's cache (key weights when the policy or the
-  /// observer wants them), then the policy's observe and eviction step.
-  template <class Policy>
-  void attend(int l, tensor_view<const float, 4> q, tensor_view<float, 4> o, Policy& policy) {
-    kv_cache<float>& cache = caches_[l];
-    const std::int64_t n = q.extent(2), hkv = cache.heads(), longest = cache.index().max_length();
-    attention_params params;
-    params.causal = true;  // bottom-right aligned: the chunk is the cache's tail
-    const bool weigh = Policy::wants_weights || observer_;
-    const std::vector<float> rows = row_weights(policy, n);
-    key_weights kw;
-    if (weigh) {
-      key_weights_.resize(std::size_t(hkv * longest));
-      kw.out = tensor_view<float, 3>(key_weights_.data(), {1, hkv, longest});
-      if (!rows.empty()) kw.row_weights = tensor_view<const float, 1>(rows.data(), {n});
+  /// Adds each sequence's attention block output (after its projection) to x[s].
+  void attention(int l, std::vector<matrix>& x) {
+    const config& c = m_.cfg;
+    const weights& w = m_.w;
+    const int hs = c.head_size();
+    const std::size_t at = std::size_t(l) * c.dim;
+    std::vector<kv_pool<float>::sequence_id> active;
+    std::vector<std::int64_t> cu = {0}, which;
+    for (std::int64_t s = 0; s < sequences(); ++s)
+      if (x[s].rows() > 0) active.push_back(ids_[s]), which.push_back(s), cu.push_back(cu.back() + x[s].rows());
+    matrix q_all(cu.back(), c.dim), o_all(cu.back(), c.dim);  // (total, hq * hs): every sequence's rows, packed
+    for (std::size_t a = 0; a < which.size(); ++a) {
+      const std::int64_t s = which[a];
+      const matrix xb = rmsnorm(x[s], w.rms_att + at);
+      matrix q = xb * weight(w.wq + at * c.dim, c.dim, c.dim).transpose();         // (n, hq * hs)
+      matrix k = xb * weight(w.wk + at * c.kv_dim(), c.kv_dim(), c.dim).transpose();  // (n, hkv * hs)
+      const matrix v = xb * weight(w.wv + at * c.kv_dim(), c.kv_dim(), c.dim).transpose();  // (n, hkv * hs)
+      rotate(l, s, q, k);
+      const std::int64_t n = xb.rows();
+      pool_.append(ids_[s], l, tensor_view<const float, 3>(k.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}),
+                   tensor_view<const float, 3>(v.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}));
+      q_all.middleRows(cu[a], n) = q;
     }
-    cpu_native backend{executor::serial(), {}};  // a model this small runs best on one thread
-    scratch_.resize(cached_attention_workspace_size(q, cache, o, {}, kw, backend));
-    backend.scratch = {scratch_.data(), scratch_.size()};
-    cached_attention(q, cache, o, params, {}, kw, backend);
+    std::visit([&](auto& first) { attend(l, active, which, cu, q_all, o_all, first); }, policies_[0][l]);
+    for (std::size_t a = 0; a < which.size(); ++a) {
+      const matrix o = o_all.middleRows(cu[a], cu[a + 1] - cu[a]);
+      x[which[a]] += o * weight(w.wo + at * c.dim, c.dim, c.dim).transpose();
+    }
+  }
 
-    const tensor_view<const float, 2> per_key(key_weights_.data(), {hkv, weigh ? longest : 0});  // (hkv, longest)
-    if (observer_) observer_(l, cache, per_key);
-    if (Policy::wants_weights) policy.observe(cache.index(), per_key, n);
-    evict(cache, policy);
+  /// One pool_attention call over the step's sequences (key weights when the
+  /// policy or the observer wants them), then each sequence's policy observes and evicts.
+  template <class Policy>
+  void attend(int l, const std::vector<kv_pool<float>::sequence_id>& active, const std::vector<std::int64_t>& which,
+              const std::vector<std::int64_t>& cu, const matrix& q_all, matrix& o_all, const Policy&) {
+    const config& c = m_.cfg;
+    const std::int64_t total = cu.back(), count = static_cast<std::int64_t>(active.size()), hkv = c.n_kv_heads;
+    attention_params params;
+    params.causal = true;  // bottom-right aligned: each chunk is its cache's tail
+    const bool weigh = Policy::wants_weights || observer_;
+    key_weights kw;
+    std::vector<float> rows;
+    if (weigh) {  // sized to the context: reused, never rebuilt to the longest head
+      key_weights_.resize(std::size_t(hkv * count * c.seq_len));
+      kw.out = tensor_view<float, 3>(key_weights_.data(), {hkv, count, c.seq_len});
+      for (std::size_t a = 0; a < which.size(); ++a) {
+        const std::vector<float> r = row_weights(std::get<Policy>(policies_[which[a]][l]), cu[a + 1] - cu[a]);
+        if (r.empty()) rows.insert(rows.end(), std::size_t(cu[a + 1] - cu[a]), 1.0f);
+        rows.insert(rows.end(), r.begin(), r.end());
+      }
+      kw.row_weights = tensor_view<const float, 1>(rows.data(), {total});
+    }
+    pool_.gather(l, active, batch_);
+    const auto q = make_bshd<const float>(q_all.data(), 1, total, c.n_heads, c.head_size());  // (1, hq, total, hs)
+    const auto o = make_bshd(o_all.data(), 1, total, c.n_heads, c.head_size());             // (1, hq, total, hs)
+    const tensor_view<const std::int64_t, 1> cu_view(cu.data(), {count + 1});
+    cpu_native backend{executor::serial(), {}};  // a model this small runs best on one thread
+    scratch_.resize(pool_attention_workspace_size(q, pool_, batch_, cu_view, o, {}, kw, backend));
+    backend.scratch = {scratch_.data(), scratch_.size()};
+    pool_attention(q, pool_, batch_, cu_view, o, params, {}, kw, backend);
+
+    for (std::size_t a = 0; a < which.size(); ++a) {
+      Policy& policy = std::get<Policy>(policies_[which[a]][l]);
+      const tensor_view<const float, 2> per_key =
+          weigh ? sequence_key_weights(tensor_view<const float, 3>(kw.out), static_cast<std::int64_t>(a))
+                : tensor_view<const float, 2>(nullptr, {hkv, 0});  // (hkv, context)
+      if (observer_ && which[a] == 0) observer_(l, index(l, 0), per_key);
+      if (Policy::wants_weights) policy.observe(index(l, which[a]), per_key, cu[a + 1] - cu[a]);
+      evict(pool_, active[a], l, policy);
+    }
   }
 
   matrix feed_forward(int l, const matrix& xb) const {
@@ -152,9 +205,14 @@ class engine {
 
   const model& m_;
   attention_observer observer_;
-  std::vector<kv_cache<float>> caches_;
-  std::vector<layer_policy> policies_;
-  std::vector<float> key_weights_, logits_;
+  kv_pool<float> pool_;  // every sequence's cache at every layer
+  rope_table rope_;
+  std::vector<kv_pool<float>::sequence_id> ids_;
+  std::vector<std::vector<layer_policy>> policies_;  // per sequence, per layer
+  std::vector<std::vector<float>> logits_;
+  std::vector<float> key_weights_;
+  std::vector<std::int64_t> positions_;
+  kv_batch batch_;
   std::vector<unsigned char> scratch_;
 };
 

@@ -70,7 +70,7 @@ inline forced_run teacher_force(const model& m, const policy_spec& spec, const s
     r.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::int64_t rows = 0;
     for (int l = 0; l < m.cfg.n_layers; ++l)
-      for (int g = 0; g < m.cfg.n_kv_heads; ++g) rows += e.cache(l).index().length(g);
+      for (int g = 0; g < m.cfg.n_kv_heads; ++g) rows += e.index(l).length(g);
     r.rows += static_cast<double>(rows) / (m.cfg.n_layers * m.cfg.n_kv_heads);
     ++r.steps;
   }
@@ -152,7 +152,7 @@ inline eval_report run_evaluation(const model& m, const tokenizer& tok, const ev
       const auto count = [&](const engine& e) {
         for (int l = 0; l < m.cfg.n_layers; ++l)
           for (int g = 0; g < m.cfg.n_kv_heads; ++g) {
-            const token_index& index = e.cache(l).index();
+            const token_index& index = e.index(l);
             for (std::int64_t j = 0; j < index.length(g) - recent; ++j) kept[text[index.position(g, j)]] += 1;
             for (std::int64_t p = 0; p < index.seen() - recent; ++p) seen[text[p]] += 1;
           }

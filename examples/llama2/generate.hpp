@@ -72,6 +72,46 @@ inline generation generate(engine& e, const tokenizer& tok, const std::vector<in
   return g;
 }
 
+/// generate() for several prompts at once: every sequence of the engine (one
+/// per prompt) advances in the same forward step, and each sequence stops on
+/// its own. samplers[s] draws sequence s's tokens, so each output equals the
+/// output of generate() on that prompt alone with that sampler.
+inline std::vector<generation> generate_batch(engine& e, const tokenizer& tok,
+                                              const std::vector<std::vector<int>>& prompts, std::int64_t steps,
+                                              std::vector<sampler>& samplers) {
+  const std::size_t n = prompts.size();
+  std::vector<generation> g(n);
+  std::vector<std::int64_t> pos(n);
+  std::vector<std::vector<int>> chunks = prompts;
+  for (std::size_t s = 0; s < n; ++s) {
+    g[s].tokens = prompts[s];
+    g[s].prompt_tokens = static_cast<std::int64_t>(prompts[s].size());
+    for (std::size_t i = 1; i < prompts[s].size() && static_cast<std::int64_t>(i) <= steps; ++i)
+      g[s].text += tok.decode(prompts[s][i - 1], prompts[s][i]);
+    pos[s] = g[s].prompt_tokens - 1;
+  }
+  std::vector<std::vector<float>> logits = e.forward_batch(chunks);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (bool running = true; running;) {
+    running = false;
+    for (std::size_t s = 0; s < n; ++s) {
+      const bool was_running = !chunks[s].empty();
+      chunks[s].clear();
+      if (!was_running || pos[s] >= steps) continue;
+      const int next = samplers[s](logits[s]);
+      ++pos[s];
+      if (next == tokenizer::bos) continue;
+      g[s].text += tok.decode(g[s].tokens.back(), next);
+      g[s].tokens.push_back(next);
+      if (pos[s] < steps) chunks[s] = {next}, running = true;
+    }
+    if (running) logits = e.forward_batch(chunks);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (generation& x : g) x.decode_seconds = seconds;
+  return g;
+}
+
 /// The n tokens the model continues `prompt` with under greedy decoding and the
 /// full cache; BOS does not stop it (it separates stories, and the text goes on).
 inline std::vector<int> greedy_continuation(const model& m, const std::vector<int>& prompt, std::int64_t n) {

@@ -3,7 +3,10 @@
 //
 // Generation (prints the prompt and the generated text on stdout, like llama2.c):
 //   attnkit_llama2 [--model PATH] [--tokenizer PATH] [--steps N] [--temperature T]
-//                  [--seed S] [--prompt TEXT] [--policy NAME --budget N [--alpha A]]
+//                  [--seed S] [--prompt TEXT | --batch FILE] [--policy NAME --budget N [--alpha A]]
+// --batch FILE serves one prompt per line of FILE at once: the sequences share
+// one KV pool and decode together, one attention call per layer per step; each
+// output (printed in order, one after another) equals that prompt's output alone.
 // Evaluation of every eviction policy against the full cache (evaluate.hpp):
 //   attnkit_llama2 --eval [--csv PATH] [--model PATH] [--tokenizer PATH]
 //
@@ -15,6 +18,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -31,14 +35,14 @@ namespace {
 
 const char* usage =
     "usage: attnkit_llama2 [--model PATH] [--tokenizer PATH] [--steps N] [--temperature T] [--seed S]\n"
-    "                      [--prompt TEXT] [--policy full|streaming|h2o|a2sf|tova|snapkv|duo]\n"
+    "                      [--prompt TEXT | --batch FILE] [--policy full|streaming|h2o|a2sf|tova|snapkv|duo]\n"
     "                      [--budget N] [--alpha A]\n"
     "       attnkit_llama2 --eval [--csv PATH] [--model PATH] [--tokenizer PATH]\n";
 
 /// --name value pairs, and --eval alone.
 std::map<std::string, std::string> parse(int argc, char** argv) {
   static const char* valued[] = {"--model", "--tokenizer", "--steps", "--temperature", "--seed", "--prompt",
-                                 "--policy", "--budget",   "--alpha", "--csv"};
+                                 "--policy", "--budget",   "--alpha", "--csv",   "--batch"};
   std::map<std::string, std::string> flags;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -86,6 +90,30 @@ int main(int argc, char** argv) {
     const std::vector<int> prompt = tok.encode(flag(flags, "--prompt", ""));
     if (static_cast<std::int64_t>(prompt.size()) > m.cfg.seq_len)
       throw std::invalid_argument("the prompt has more tokens than the model's context");
+
+    if (flags.count("--batch")) {
+      std::ifstream file(flag(flags, "--batch", ""));
+      if (!file) throw std::invalid_argument("cannot read the --batch file");
+      std::vector<std::vector<int>> prompts;
+      for (std::string line; std::getline(file, line);) {
+        prompts.push_back(tok.encode(line));
+        if (static_cast<std::int64_t>(prompts.back().size()) > m.cfg.seq_len)
+          throw std::invalid_argument("a prompt has more tokens than the model's context");
+      }
+      if (prompts.empty()) throw std::invalid_argument("the --batch file holds no prompt");
+      engine e(m, spec, {}, static_cast<std::int64_t>(prompts.size()));
+      std::vector<sampler> samplers(prompts.size(), sampler(temperature, seed));
+      const std::vector<generation> all = generate_batch(e, tok, prompts, steps, samplers);
+      std::int64_t generated = 0;
+      for (const generation& g : all) {
+        std::cout << g.text << '\n';
+        generated += static_cast<std::int64_t>(g.tokens.size()) - g.prompt_tokens;
+      }
+      std::fprintf(stderr, "policy %s, seed %llu: %zu sequences, %lld generated tokens, %.0f tok/s decode\n",
+                   spec.name.c_str(), static_cast<unsigned long long>(seed), all.size(),
+                   static_cast<long long>(generated), generated / std::max(all[0].decode_seconds, 1e-9));
+      return 0;
+    }
 
     engine e(m, spec);
     sampler sample(temperature, seed);

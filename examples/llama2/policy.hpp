@@ -85,11 +85,15 @@ inline layer_policy make_policy(const policy_spec& s, int layer, int kv_heads) {
 /// The model's RoPE: interleaved pairs over the whole head, base 10000.
 inline rope model_rope() { return {10000.0, rope_layout::interleaved, 0}; }
 
-inline kv_cache_options cache_options(const policy_spec& s, const config& c) {
-  kv_cache_options o;
+/// One pool for `sequences` sequences, every layer of each able to hold the whole context.
+inline kv_pool_options pool_options(const policy_spec& s, const config& c, std::int64_t sequences) {
+  kv_pool_options o;
+  o.layers = c.n_layers;
   o.hkv = c.n_kv_heads;
   o.d = c.head_size();
-  o.capacity = c.seq_len;
+  o.page_size = 16;
+  o.num_pages = sequences * c.n_layers * c.n_kv_heads * ((c.seq_len + 15) / 16);
+  o.max_sequences = sequences;
   if (s.name == "streaming") {
     o.positions = position_mode::in_cache;
     o.rerotate = model_rope();

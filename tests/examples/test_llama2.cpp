@@ -162,7 +162,7 @@ TEST(Llama2, StreamingMatchesFp64ForwardAtCachePositions) {
       }
     const std::vector<double> want = ref.step(tokens[t], visible, pos, pos.back());
     EXPECT_LT(relative_error(e.forward({tokens[t]}), want), 2e-5) << "token " << t;
-    EXPECT_EQ(e.cache(0).index().length(0), std::min<std::int64_t>(t + 1, budget));
+    EXPECT_EQ(e.index(0).length(0), std::min<std::int64_t>(t + 1, budget));
   }
 }
 

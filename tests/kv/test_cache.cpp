@@ -102,8 +102,8 @@ TEST(KvCache, OverflowIsAnErrorAndChangesNothing) {
   kv_cache<float> pool(o);
   pool.append(three.cview(), three_v.cview());
   expect_error([&] { pool.append(three.cview(), three_v.cview()); },
-               "attnkit: kv_cache::append: the pool has 0 free pages and 3 more rows per head need 2 (evict first, or "
-               "give the pool more pages)");
+               "attnkit: kv_pool::append: sequence 0 layer 0 needs 2 pages for 3 more rows per head and the pool has 0 "
+               "free (evict, remove a sequence, or give the pool more pages)");
   EXPECT_EQ(pool.index().length(1), 3);
 }
 
@@ -112,22 +112,46 @@ TEST(KvCache, BadInputIsRejected) {
   const tensor<float, 3> k({2, 3, 4}, 1.0f), v({2, 3, 7}, 1.0f), wrong({3, 3, 4}, 1.0f);
   cache.append(k.cview(), v.cview());
   expect_error([&] { cache.append(wrong.cview(), v.cview()); },
-               "attnkit: kv_cache::append: k and v must have extent(0) = hkv = 2, got 3 and 2");
-  expect_error([&] { cache.compact(keep_set{{{0, 1}}}); }, "attnkit: kv_cache::compact: keep_set has 1 heads, the cache 2");
+               "attnkit: kv_pool::append: k and v must have extent(0) = hkv = 2, got 3 and 2");
+  expect_error([&] { cache.compact(keep_set{{{0, 1}}}); }, "attnkit: kv_pool::compact: keep_set has 1 heads, the cache 2");
   expect_error([&] { cache.compact(keep_set{{{0, 2}, {1, 1}}}); },
-               "attnkit: kv_cache::compact: keep_set head 1 entry 1 = 1 must be a row < length = 3 and above the "
+               "attnkit: kv_pool::compact: keep_set head 1 entry 1 = 1 must be a row < length = 3 and above the "
                "entry before it");
   expect_error([&] { cache.compact(keep_set{{{0, 3}, {1}}}); },
-               "attnkit: kv_cache::compact: keep_set head 0 entry 1 = 3 must be a row < length = 3 and above the "
+               "attnkit: kv_pool::compact: keep_set head 0 entry 1 = 3 must be a row < length = 3 and above the "
                "entry before it");
   EXPECT_EQ(cache.index().length(0), 3);
   kv_cache_options o = layout_options(false, 2, 4, 10);
   o.rerotate = rope{};
   expect_error([&] { kv_cache<float> c(o); },
-               "attnkit: kv_cache: rerotate needs positions = in_cache (original positions never move)");
+               "attnkit: kv_pool: rerotate needs positions = in_cache (original positions never move)");
   o.positions = position_mode::in_cache;
   o.rerotate->rotary_dim = 3;
-  expect_error([&] { kv_cache<float> c(o); }, "attnkit: kv_cache: rope.rotary_dim must be even and in [0, d = 4], got 3");
+  expect_error([&] { kv_cache<float> c(o); }, "attnkit: kv_pool: rope.rotary_dim must be even and in [0, d = 4], got 3");
+}
+
+TEST(Rope, TheTableRotatesABatchAsEachRowAlone) {
+  seeded_rng seeded;
+  std::uniform_int_distribution<std::int64_t> position(0, 99);
+  for (const rope r : {rope{10000.0, rope_layout::half_split, 16}, rope{500.0, rope_layout::interleaved, 0}}) {
+    const rope_table table(100, 20, r);
+    tensor<half, 4> x({2, 3, 5, 20});
+    std::vector<float> source(static_cast<std::size_t>(x.size()));
+    fill_normal(source.data(), x.size(), seeded.rng);
+    for (std::int64_t e = 0; e < x.size(); ++e) x.data()[e] = from_float<half>(source[e]);
+    tensor<std::int64_t, 3> pos({2, 3, 5});
+    for (std::int64_t e = 0; e < pos.size(); ++e) pos.data()[e] = position(seeded.rng);
+    tensor<half, 4> want({2, 3, 5, 20});
+    std::copy_n(x.data(), x.size(), want.data());
+    for (std::int64_t b = 0; b < 2; ++b)
+      for (std::int64_t h = 0; h < 3; ++h)
+        for (std::int64_t i = 0; i < 5; ++i) rope_rotate(&want(b, h, i, 0), 20, static_cast<double>(pos(b, h, i)), r);
+    table.apply(x.view(), pos.cview());
+    EXPECT_EQ(std::memcmp(x.data(), want.data(), sizeof(half) * x.size()), 0);
+    pos(1, 2, 4) = 100;
+    expect_error([&] { table.apply(x.view(), pos.cview()); },
+                 "attnkit: rope_table::apply: pos(1, 2, 4) = 100 is outside the table's [0, 100)");
+  }
 }
 
 TEST(Rope, MatchesComplexRotationAndComposes) {

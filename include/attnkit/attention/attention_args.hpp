@@ -15,6 +15,12 @@
 // merge_states recombines shards. A learned sink logit (params.sink_logits)
 // joins the denominator of every call it is passed to: give it to one shard.
 //
+// Ragged calls may stack n copies of the packed layout: q (n, hq, total, d)
+// with cu_seqlens_q of m + 1 entries holds n * m sequences, sequence b being
+// packed sequence b % m of block b / m (pool_attention makes each KV head
+// a block, so heads of different lengths share one call); k, v, positions and
+// key weights then count n * m sequences.
+//
 // lse is the natural log of the softmax denominator.
 #pragma once
 
@@ -55,14 +61,14 @@ struct custom_mask {
 
 template <class TQ, class TK, class TV, class TO>
 struct attention_args {
-  tensor_view<TQ, 4> q;       // (b, hq, sq, d); ragged: (1, hq, total, d)
+  tensor_view<TQ, 4> q;       // (b, hq, sq, d); ragged: (1 or n blocks, hq, total, d)
   kv_input<TK> k;             // (b, hkv, skv, d) or paged
   kv_input<TV> v;             // (b, hkv, skv, dv) or paged
-  tensor_view<TO, 4> o;       // (b, hq, sq, dv); ragged: (1, hq, total, dv)
+  tensor_view<TO, 4> o;       // (b, hq, sq, dv); ragged: like q
   attention_params params;
-  tensor_view<float, 3> lse;  // (b, hq, sq) or (1, hq, total); natural log; empty: not returned
-  key_weights kw;             // key_weights.hpp; not with cu_seqlens_q
-  tensor_view<const std::int64_t, 1> cu_seqlens_q;  // (b + 1) ragged query rows; empty: q holds b sequences of sq
+  tensor_view<float, 3> lse;  // like q without d; natural log; empty: not returned
+  key_weights kw;             // key_weights_arg.hpp: (b, hq or hkv, >= skv); ragged row_weights cover the packed rows
+  tensor_view<const std::int64_t, 1> cu_seqlens_q;  // (m + 1) ragged rows of each block; empty: b sequences of sq
   tensor_view<const std::int64_t, 1> q_pos;         // (b) position of each sequence's first query row
   tensor_view<const std::int64_t, 1> k_pos;         // (b) position of each sequence's first key
   custom_mask mask;

@@ -54,12 +54,9 @@ void check_paged_kv(const char* fn, const paged_kv<TK>& k, const paged_kv<TV>& v
 }
 
 /// cu_seqlens_q (b + 1): 0, non-decreasing, ending at the packed rows of q.
-inline void check_cu_seqlens(const char* fn, const tensor_view<const std::int64_t, 1>& cu, std::int64_t total,
-                             std::int64_t q_batch) {
+inline void check_cu_seqlens(const char* fn, const tensor_view<const std::int64_t, 1>& cu, std::int64_t total) {
   check_view(fn, "cu_seqlens_q", cu, false);
   ATTNKIT_CHECK(cu.extent(0) >= 1, fn, ": cu_seqlens_q must hold b + 1 >= 1 entries, got ", cu.extent(0));
-  ATTNKIT_CHECK(q_batch == 1, fn, ": with cu_seqlens_q, q packs every sequence's rows: q.extent(0) must be 1, got ",
-                q_batch);
   ATTNKIT_CHECK(cu(0) == 0, fn, ": cu_seqlens_q(0) must be 0, got ", cu(0));
   for (std::int64_t i = 1; i < cu.extent(0); ++i)
     ATTNKIT_CHECK(cu(i) >= cu(i - 1), fn, ": cu_seqlens_q must not decrease, but cu_seqlens_q(", i, ") = ", cu(i),
@@ -128,7 +125,7 @@ checked_call check_args(const char* fn, const attention_args<TQ, TK, TV, TO>& a,
   attention_shape& s = c.s;
   check_view(fn, "q", a.q, true);
   const bool ragged = is_given(a.cu_seqlens_q);
-  if (ragged) check_cu_seqlens(fn, a.cu_seqlens_q, a.q.extent(2), a.q.extent(0));
+  if (ragged) check_cu_seqlens(fn, a.cu_seqlens_q, a.q.extent(2));
   c.batch = batch_of(a);
   s.b = c.batch.count;
   s.hq = a.q.extent(1);
@@ -165,8 +162,7 @@ checked_call check_args(const char* fn, const attention_args<TQ, TK, TV, TO>& a,
   params_shape.skv = is_given(a.k_pos) ? position_limit - 1 : c.shortest;  // sinks are positions
   check_params(fn, a.params, params_shape);
   check_custom_mask(fn, a.mask, s.hq, ragged ? a.q.extent(2) : s.b * s.sq, s.skv);
-  ATTNKIT_CHECK(!ragged || !is_given(a.kw), fn, ": key_weights are not computed for ragged batches (cu_seqlens_q)");
-  check_key_weights(fn, a.kw, s);
+  check_key_weights(fn, a.kw, s, ragged ? a.q.extent(2) : s.sq);
   return c;
 }
 

@@ -68,18 +68,25 @@ void flash_cpu(const char* fn, const checked_call& c, const flash_request& req, 
                const VS& v, const cpu<Arch>& backend) {
   const flash_cpu_plan<Arch> plan = plan_call<Arch>(fn, c, k, backend.exec.concurrency(), req);
   const attention_shape& s = c.s;
-  if (plan.empty) {  // no query row: no key received any weight
-    for (std::int64_t b = 0; plan.weights && s.skv > 0 && b < s.b; ++b)
-      for (std::int64_t w = 0; w < io.kw.out.extent(1); ++w) std::fill_n(&io.kw.out(b, w, 0), s.skv, 0.0f);
+  const auto no_weights = [&](std::int64_t b) {  // a sequence without query rows gave no key weight
+    for (std::int64_t w = 0; plan.weights && io.kw.out.extent(2) > 0 && w < io.kw.out.extent(1); ++w)
+      std::fill_n(&io.kw.out(b, w, 0), io.kw.out.extent(2), 0.0f);
+  };
+  if (plan.empty) {
+    for (std::int64_t b = 0; b < s.b; ++b) no_weights(b);
     return;
   }
   scratch_arena arena(fn, backend.scratch, plan.bytes());
   const flash_scratch scratch(plan, arena);
-  if (plan.own_lse) io.lse = tensor_view<float, 3>(scratch.lse, {s.b, s.hq, s.sq});
+  // Shaped like q: b * sq floats also cover q.extent(0) blocks of packed rows.
+  if (plan.own_lse) io.lse = tensor_view<float, 3>(scratch.lse, {io.q.extent(0), s.hq, io.q.extent(2)});
   std::int64_t prefill = 0, decode = 0;
   scratch.first_chunk[0] = 0;
   for (std::int64_t b = 0; b < s.b; ++b) {
-    if (c.batch.rows(b) == 0) continue;
+    if (c.batch.rows(b) == 0) {
+      no_weights(b);
+      continue;
+    }
     if (plan.on_decode_path(c.batch.rows(b))) {
       scratch.decode_seqs[decode] = b;
       scratch.first_chunk[decode + 1] = scratch.first_chunk[decode] + s.hkv * plan.splits(k.length(b));

@@ -56,7 +56,7 @@ attention_shape check_key_weights_call(const char* fn, const tensor_view<TQ, 4>&
   check_extent(fn, "lse", lse, 2, "sq", s.sq, "q.extent(2)");
   check_params(fn, params, s);
   ATTNKIT_CHECK(is_given(kw), fn, ": key_weights.out must be given");
-  check_key_weights(fn, kw, s);
+  check_key_weights(fn, kw, s, s.sq);
   return s;
 }
 
@@ -70,7 +70,7 @@ void key_weights_pass(const attention_shape& s, const attention_batch& batch, co
   const std::int64_t group = s.hq / s.hkv;
   for (std::int64_t b = 0; b < s.b; ++b)
     for (std::int64_t w = 0; w < kw.out.extent(1); ++w)
-      for (std::int64_t j = 0; j < s.skv; ++j) kw.out(b, w, j) = 0.0f;
+      for (std::int64_t j = 0; j < kw.out.extent(2); ++j) kw.out(b, w, j) = 0.0f;
 
   for (std::int64_t b = 0; b < s.b; ++b)
     for (std::int64_t h = 0; h < s.hq; ++h) {
@@ -78,7 +78,7 @@ void key_weights_pass(const attention_shape& s, const attention_batch& batch, co
       const attention_variant var = batch.variant(params, b, len, s.d, h);
       const std::int64_t w = key_weights_row(kw, h, s.hq, group);
       for (std::int64_t i = 0; i < batch.rows(b); ++i) {
-        const float weight = row_weight(kw, i), row_lse = lse(qb, h, r0 + i);
+        const float weight = row_weight(kw, batch.weight_row(b, i)), row_lse = lse(qb, h, r0 + i);
         if (weight == 0.0f || row_lse == -std::numeric_limits<float>::infinity()) continue;
         for (std::int64_t j = 0; j < len; ++j) {
           if (!var.mask.visible(i, j)) continue;

@@ -30,18 +30,25 @@ struct strided_kv {
 };
 
 /// The sequences of a validated call: where each one's query rows live, their
-/// positions and their bitmask rows.
+/// positions and their bitmask rows. Ragged, q is `blocks` (q.extent(0)) copies
+/// of the packed layout cu describes: sequence b is packed sequence b % inner
+/// of block b / inner (one block per KV head when a cache batches its heads).
 struct attention_batch {
   std::int64_t count = 0;  // sequences
   std::int64_t sq = 0;     // rows per sequence when not ragged
+  std::int64_t inner = 0;  // ragged: sequences per block of q (cu's entries - 1)
   tensor_view<const std::int64_t, 1> cu, q_pos, k_pos;
   tensor_view<const std::uint8_t, 3> bits;
 
   bool ragged() const { return is_given(cu); }
-  std::int64_t rows(std::int64_t b) const { return ragged() ? cu(b + 1) - cu(b) : sq; }
+  std::int64_t rows(std::int64_t b) const { return ragged() ? cu(b % inner + 1) - cu(b % inner) : sq; }
   /// Sequence b's row i is q(q_batch(b), h, row0(b) + i, :) (and so for o and lse).
-  std::int64_t q_batch(std::int64_t b) const { return ragged() ? 0 : b; }
-  std::int64_t row0(std::int64_t b) const { return ragged() ? cu(b) : 0; }
+  std::int64_t q_batch(std::int64_t b) const { return ragged() ? b / inner : b; }
+  std::int64_t row0(std::int64_t b) const { return ragged() ? cu(b % inner) : 0; }
+  /// The row of sequence b's row 0 among all rows of a block (b * sq, or packed): what bits and row weights index.
+  std::int64_t packed_row0(std::int64_t b) const { return ragged() ? cu(b % inner) : b * sq; }
+  /// The entry of key_weights.row_weights ((sq), or packed when ragged) that sequence b's row i takes.
+  std::int64_t weight_row(std::int64_t b, std::int64_t i) const { return ragged() ? cu(b % inner) + i : i; }
 
   sequence_span span(std::int64_t b, std::int64_t skv) const {
     const std::int64_t n = rows(b);
@@ -53,9 +60,8 @@ struct attention_batch {
   attention_variant variant(const attention_params& params, std::int64_t b, std::int64_t skv, std::int64_t d,
                             std::int64_t h) const {
     if (!is_given(bits)) return make_variant(params, span(b, skv), d);
-    const std::int64_t first_row = ragged() ? cu(b) : b * sq;
     const std::uint8_t* row0_bits =
-        bits.data_handle() + (bits.extent(0) > 1 ? h : 0) * bits.stride(0) + first_row * bits.stride(1);
+        bits.data_handle() + (bits.extent(0) > 1 ? h : 0) * bits.stride(0) + packed_row0(b) * bits.stride(1);
     return make_variant(params, span(b, skv), d, row0_bits, bits.stride(1));
   }
 };
@@ -63,7 +69,8 @@ struct attention_batch {
 template <class TQ, class TK, class TV, class TO>
 attention_batch batch_of(const attention_args<TQ, TK, TV, TO>& a) {
   attention_batch ab;
-  ab.count = is_given(a.cu_seqlens_q) ? a.cu_seqlens_q.extent(0) - 1 : a.q.extent(0);
+  ab.inner = is_given(a.cu_seqlens_q) ? a.cu_seqlens_q.extent(0) - 1 : 0;
+  ab.count = is_given(a.cu_seqlens_q) ? a.q.extent(0) * ab.inner : a.q.extent(0);
   ab.sq = is_given(a.cu_seqlens_q) ? 0 : a.q.extent(2);
   ab.cu = a.cu_seqlens_q;
   ab.q_pos = a.q_pos;

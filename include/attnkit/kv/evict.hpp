@@ -12,6 +12,7 @@
 
 #include "attnkit/core/config.hpp"
 #include "attnkit/kv/cache.hpp"
+#include "attnkit/kv/pool.hpp"
 
 ATTNKIT_BEGIN_NAMESPACE
 
@@ -22,6 +23,16 @@ bool evict(kv_cache<T>& cache, Policy& policy) {
   const auto keep = policy.select(cache.index());
   if (!keep) return false;
   cache.compact(*keep);
+  policy.retain(*keep);
+  return true;
+}
+
+/// The same step for sequence s at `layer` of a pool: whole pages go back to the pool.
+template <class T, class Policy>
+bool evict(kv_pool<T>& pool, typename kv_pool<T>::sequence_id s, std::int64_t layer, Policy& policy) {
+  const auto keep = policy.select(pool.index(s, layer));
+  if (!keep) return false;
+  pool.compact(s, layer, *keep);
   policy.retain(*keep);
   return true;
 }

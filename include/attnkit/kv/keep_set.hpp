@@ -62,23 +62,37 @@ template <class Score>
 std::vector<std::int64_t> keep_top(const token_index& index, std::int64_t h, std::int64_t budget,
                                    const protection& prot, Score&& score) {
   const std::int64_t n = index.length(h);
-  std::vector<std::int64_t> keep, candidates;
-  for (std::int64_t j = 0; j < n; ++j) (prot.covers(index, h, j) || n <= budget ? keep : candidates).push_back(j);
-  const std::int64_t room = std::max<std::int64_t>(0, budget - static_cast<std::int64_t>(keep.size()));
-  if (room < static_cast<std::int64_t>(candidates.size())) {
-    const auto key = [&](std::int64_t j) {  // NaN ranks lowest, so the order stays strict
-      const float x = score(j);
-      return std::isnan(x) ? -INFINITY : x;
-    };
-    const auto better = [&](std::int64_t a, std::int64_t b) {
-      const float sa = key(a), sb = key(b);
-      return sa > sb || (sa == sb && a < b);
-    };
-    std::nth_element(candidates.begin(), candidates.begin() + room, candidates.end(), better);
-    candidates.resize(static_cast<std::size_t>(room));
+  std::vector<char> kept(static_cast<std::size_t>(n), 0);  // marks, read in row order below: no sort
+  std::vector<std::int64_t> candidates;
+  std::int64_t protected_rows = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (prot.covers(index, h, j) || n <= budget)
+      kept[j] = 1, ++protected_rows;
+    else
+      candidates.push_back(j);
   }
-  keep.insert(keep.end(), candidates.begin(), candidates.end());
-  std::sort(keep.begin(), keep.end());
+  const std::int64_t room = std::max<std::int64_t>(0, budget - protected_rows);
+  if (room < static_cast<std::int64_t>(candidates.size())) {
+    struct ranked {
+      float key;
+      std::int64_t row;
+    };
+    std::vector<ranked> r(candidates.size());  // each score read once, then ranked by value
+    for (std::size_t c = 0; c < r.size(); ++c) {
+      const float x = score(candidates[c]);
+      r[c] = {std::isnan(x) ? -INFINITY : x, candidates[c]};  // NaN ranks lowest, so the order stays strict
+    }
+    std::nth_element(r.begin(), r.begin() + room, r.end(), [](const ranked& a, const ranked& b) {
+      return a.key > b.key || (a.key == b.key && a.row < b.row);
+    });
+    for (std::int64_t c = 0; c < room; ++c) kept[r[c].row] = 1;
+  } else {
+    for (const std::int64_t j : candidates) kept[j] = 1;
+  }
+  std::vector<std::int64_t> keep;
+  keep.reserve(static_cast<std::size_t>(std::min(n, protected_rows + room)));
+  for (std::int64_t j = 0; j < n; ++j)
+    if (kept[j]) keep.push_back(j);
   return keep;
 }
 

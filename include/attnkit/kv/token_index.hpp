@@ -62,12 +62,31 @@ class token_index {
     for (std::size_t r = 0; r < kept.size(); ++r)
       p[r] = mode_ == position_mode::original ? p[kept[r]] : static_cast<std::int64_t>(r);
     p.resize(kept.size());
+    settled_ = seen_;
+  }
+
+  /// The fewest tokens truncate can roll back to: in_cache positions are
+  /// renumbered by compaction, so rows older than the last one have no token number.
+  std::int64_t truncate_floor() const { return mode_ == position_mode::original ? 0 : settled_; }
+
+  /// Rows head h keeps after truncate(n): those of the first n tokens appended.
+  std::int64_t length_after_truncate(std::int64_t h, std::int64_t n) const {
+    const std::vector<std::int64_t>& p = positions_[h];
+    if (mode_ == position_mode::original) return std::lower_bound(p.begin(), p.end(), n) - p.begin();
+    return length(h) - (seen_ - n);  // the rows since the last compaction are the tail, one per token
+  }
+
+  /// Forgets the tokens appended from the n-th on (n in [truncate_floor(), seen()], checked by the caller).
+  void truncate(std::int64_t n) {
+    for (std::int64_t h = 0; h < heads(); ++h) positions_[h].resize(static_cast<std::size_t>(length_after_truncate(h, n)));
+    seen_ = n;
   }
 
  private:
   position_mode mode_;
   std::vector<std::vector<std::int64_t>> positions_;  // per head, one per row
   std::int64_t seen_ = 0;
+  std::int64_t settled_ = 0;  // seen() at the last retain
 };
 
 ATTNKIT_END_NAMESPACE

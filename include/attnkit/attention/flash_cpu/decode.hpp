@@ -178,7 +178,7 @@ void flash_decode(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
     }
     if (plan.weights)
       decode_key_weights(plan, scratch.kept + (b * s.hkv + hk) * plan.rows * plan.skv_pad, row_lse, k.length(b),
-                         io.kw, b, hk);
+                         io.kw, io.batch, b, hk);
   });
 }
 

@@ -55,7 +55,8 @@ void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO
           const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j0 + cols);
           const auto counts = [&](std::int64_t r) {
             const float* row_lse = io.lse_at(b, h, i0 + r);
-            return row_weight(kw, i0 + r) != 0.0f && *row_lse != -std::numeric_limits<float>::infinity();
+            return row_weight(kw, io.batch.weight_row(b, i0 + r)) != 0.0f &&
+                   *row_lse != -std::numeric_limits<float>::infinity();
           };
           std::int64_t r = 0;
           while (r < rows && !counts(r)) ++r;
@@ -65,13 +66,15 @@ void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO
           for (r = 0; r < rows; ++r) {
             if (!counts(r)) continue;
             finish_scores<Arch>(sc + r * KT, KT, cols, var, var.score.slope(h), i0 + r, j0, ts == tile_state::partial);
-            simd::add_weights<Arch>(sc + r * KT, KT, *io.lse_at(b, h, i0 + r), row_weight(kw, i0 + r), sum);
+            simd::add_weights<Arch>(sc + r * KT, KT, *io.lse_at(b, h, i0 + r),
+                                    row_weight(kw, io.batch.weight_row(b, i0 + r)), sum);
           }
         }
       }
       float* dst = &kw.out(b, per_kv_head ? hk : h0, j0);
       std::copy(sum, sum + cols, dst);
-      std::fill(dst + cols, dst + std::min(KT, s.skv - j0), 0.0f);
+      // The last tile also clears the rest of out (longer sequences elsewhere, or a cache's capacity).
+      std::fill(dst + cols, dst + (t + 1 == plan.tiles ? kw.out.extent(2) - j0 : KT), 0.0f);
     }
   });
 }
@@ -80,27 +83,28 @@ void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO
 /// out = sum over rows of row_weight * exp(s - lse), written in KT-key pieces.
 template <class Arch>
 void decode_key_weights(const flash_cpu_plan<Arch>& plan, const float* kept, const float* row_lse,
-                        std::int64_t len, const key_weights& kw, std::int64_t b, std::int64_t hk) {
+                        std::int64_t len, const key_weights& kw, const attention_batch& batch, std::int64_t b,
+                        std::int64_t hk) {
   constexpr int L = simd::lanes<Arch>;
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
   const attention_shape& s = plan.s;
   const std::int64_t len_pad = (len + L - 1) / L * L;  // the last tile's scores past len are -inf
-  if (s.skv == 0) return;  // out is empty, and may be null
+  if (kw.out.extent(2) == 0) return;  // out is empty, and may be null
   const bool per_kv_head = kw.out.extent(1) != s.hq;
-  const std::int64_t rows_per_out = per_kv_head ? plan.rows : s.sq;
+  const std::int64_t sq = batch.rows(b), rows = plan.group * sq, rows_per_out = per_kv_head ? rows : sq;
   alignas(64) float sum[KT];
-  for (std::int64_t r0 = 0; r0 < plan.rows; r0 += rows_per_out) {
-    float* dst = &kw.out(b, per_kv_head ? hk : hk * plan.group + r0 / s.sq, 0);
+  for (std::int64_t r0 = 0; r0 < rows; r0 += rows_per_out) {
+    float* dst = &kw.out(b, per_kv_head ? hk : hk * plan.group + r0 / sq, 0);
     for (std::int64_t j0 = 0; j0 < len; j0 += KT) {
       std::fill(sum, sum + KT, 0.0f);
       for (std::int64_t r = r0; r < r0 + rows_per_out; ++r) {
-        const float weight = row_weight(kw, r % s.sq);
+        const float weight = row_weight(kw, batch.weight_row(b, r % sq));
         if (weight != 0.0f && row_lse[r] != -std::numeric_limits<float>::infinity())
           simd::add_weights<Arch>(kept + r * plan.skv_pad + j0, std::min(KT, len_pad - j0), row_lse[r], weight, sum);
       }
       std::copy(sum, sum + std::min(KT, len - j0), dst + j0);
     }
-    std::fill(dst + len, dst + s.skv, 0.0f);
+    std::fill(dst + len, dst + kw.out.extent(2), 0.0f);
   }
 }
 
