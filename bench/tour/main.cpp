@@ -15,6 +15,7 @@
 #include "tour/dense_rows.hpp"
 #include "tour/flash_rows.hpp"
 #include "tour/kv_rows.hpp"
+#include "tour/pool_rows.hpp"
 #include "tour/linear_rows.hpp"
 #include "tour/tour.hpp"
 
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
   std::vector<attnkit::tour::tour_case> cases = attnkit::tour::dense_cases();
   for (auto& c : attnkit::tour::flash_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::kv_cases()) cases.push_back(std::move(c));
+  for (auto& c : attnkit::tour::pool_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::linear_cases()) cases.push_back(std::move(c));
   std::vector<row> rows;
   for (const auto& c : cases)

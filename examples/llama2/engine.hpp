@@ -11,7 +11,6 @@
 
 #include <Eigen/Core>
 #include <attnkit/attnkit.hpp>
-#include <attnkit/pool_attention.hpp>
 
 #include <cmath>
 #include <functional>

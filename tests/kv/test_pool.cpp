@@ -13,8 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "attnkit/cached_attention.hpp"
 #include "attnkit/kv/pool.hpp"
-#include "attnkit/pool_attention.hpp"
 #include "support/cached_case.hpp"
 #include "support/expect_error.hpp"
 #include "support/paged_copy.hpp"

@@ -6,7 +6,7 @@
 //   kv_pool<half> pool(opt);                     // or kv_pool<half>(opt, memory, bytes): the engine's memory
 //   auto s = pool.add_sequence();
 //   pool.append(s, layer, k, v);                 // k (hkv, n, d), v (hkv, n, dv)
-//   pool.gather(layer, ids, batch);              // block tables of a batch: what pool_attention reads (attnkit/pool_attention.hpp)
+//   pool.gather(layer, ids, batch);              // block tables of a batch: what pool_attention reads (attnkit/cached_attention.hpp)
 //
 // Lifecycle: reset (empty the sequence), truncate (speculative rollback to the
 // first n tokens), fork (a copy that shares every page; a page is copied the
