@@ -27,13 +27,15 @@ namespace {
 
 using sequence_id = kv_pool<half>::sequence_id;
 
-kv_pool_options small_pool(std::int64_t num_pages, std::int64_t max_sequences) {
+/// 2 layers of 2 KV heads.
+kv_pool_options small_pool(std::int64_t num_pages, std::int64_t max_sequences, std::int64_t d = 32,
+                           std::int64_t dv = 24, std::int64_t page_size = 16) {
   kv_pool_options o;
   o.layers = 2;
   o.hkv = 2;
-  o.d = 32;
-  o.dv = 24;
-  o.page_size = 16;
+  o.d = d;
+  o.dv = dv;
+  o.page_size = page_size;
   o.num_pages = num_pages;
   o.max_sequences = max_sequences;
   return o;
@@ -278,14 +280,7 @@ TEST(KvPool, RandomLifecyclesMatchAPlainModel) {
   seeded_rng seeded;
   std::mt19937_64& rng = seeded.rng;
   for (position_mode mode : {position_mode::original, position_mode::in_cache}) {
-    kv_pool_options opt;
-    opt.layers = 2;
-    opt.hkv = 2;
-    opt.d = 3;
-    opt.dv = 2;
-    opt.page_size = 4;
-    opt.num_pages = 48;
-    opt.max_sequences = 4;
+    kv_pool_options opt = small_pool(48, 4, 3, 2, 4);
     opt.positions = mode;
     kv_pool<float> pool(opt);
     pool_model model;

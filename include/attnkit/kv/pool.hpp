@@ -11,7 +11,9 @@
 // Lifecycle: reset (empty the sequence), truncate (speculative rollback to the
 // first n tokens), fork (a copy that shares every page; a page is copied the
 // first time either side writes into it), remove_sequence. Each costs the
-// pages it touches. Every error is raised before anything changes.
+// pages it touches (fork also copies the row positions, 8 bytes a row); taking
+// and releasing a page allocates nothing. Every error is raised before
+// anything changes.
 //
 // A page holds one KV head's rows (not every head's): heads that keep
 // different rows take pages independently, and eviction returns whole pages.

@@ -49,14 +49,15 @@ namespace detail {
 /// Turns the pairs of row by the angles whose cos and sin are c and s (one per pair), in double.
 template <class T>
 void rotate_pairs(T* row, const double* c, const double* s, std::int64_t half, rope_layout layout) {
-  const bool split = layout == rope_layout::half_split;
-  for (std::int64_t i = 0; i < half; ++i) {
-    T& a = split ? row[i] : row[2 * i];
-    T& b = split ? row[i + half] : row[2 * i + 1];
+  const auto turn = [&](T& a, T& b, std::int64_t i) {
     const double x = to_float(a), y = to_float(b);
     a = from_float<T>(static_cast<float>(x * c[i] - y * s[i]));
     b = from_float<T>(static_cast<float>(x * s[i] + y * c[i]));
-  }
+  };
+  if (layout == rope_layout::half_split)  // one loop per layout, so each runs without a branch
+    for (std::int64_t i = 0; i < half; ++i) turn(row[i], row[i + half], i);
+  else
+    for (std::int64_t i = 0; i < half; ++i) turn(row[2 * i], row[2 * i + 1], i);
 }
 
 }  // namespace detail
