@@ -12,11 +12,13 @@
 // pool_attention's q, o and lse are viewed as one block per KV head
 // (attention_args: blocks of packed rows), decode steps and prefill chunks
 // mixed. Masks align to each head's length (the rows just appended are its
-// tail). Key weights, per KV head, land in out (hkv, sequences, >= longest
-// head); sequence_key_weights(out, s) is sequence s's (hkv, ...) slice, the
-// view a policy's observe takes.
+// tail). Key weights, per KV head, land in out (hkv, sequences, capacity >=
+// the longest head): keys [0, longest) of every row, 0 past each head's
+// length; sequence_key_weights(out, s) is sequence s's (hkv, capacity) slice,
+// the view a policy's observe takes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "attnkit/attention/attention_args.hpp"
@@ -135,7 +137,9 @@ attention_args<TQ, const T, const T, TO> pool_args(const tensor_view<TQ, 4>& q, 
   check_view(fn, "o", o, true);
   check_view(fn, "lse", lse, false);
   check_view(fn, "cu_seqlens_q", cu, false);
-  ATTNKIT_CHECK(batch.heads == hkv && static_cast<std::int64_t>(batch.last.size()) == n * hkv, fn,
+  ATTNKIT_CHECK(batch.heads == hkv && static_cast<std::int64_t>(batch.last.size()) == n * hkv &&
+                    static_cast<std::int64_t>(batch.indptr.size()) == n * hkv + 1,
+                fn,
                 ": the batch was not gathered from this pool (", batch.heads, " heads, the pool ", hkv, ")");
   ATTNKIT_CHECK(cu.extent(0) == n + 1, fn, ": cu_seqlens_q must hold sequences + 1 = ", n + 1, " entries, got ",
                 cu.extent(0));
@@ -152,11 +156,15 @@ attention_args<TQ, const T, const T, TO> pool_args(const tensor_view<TQ, 4>& q, 
   if (is_given(kw)) {
     const tensor_view<float, 3>& w = kw.out;
     check_view(fn, "key_weights.out", w, true);
-    ATTNKIT_CHECK(w.extent(0) == hkv && w.extent(1) == n && (n <= 1 || w.stride(0) == n * w.stride(1)), fn,
-                  ": key_weights.out must be (hkv = ", hkv, ", sequences = ", n,
-                  ", capacity) with its first two dims packed (stride(0) = sequences * stride(1))");
+    std::int64_t longest = 0;  // the call writes keys [0, longest); the rest of a capacity-sized out is the caller's
+    for (std::int64_t f = 0; f < n * hkv; ++f) longest = std::max(longest, a.k.paged.length(f));
+    ATTNKIT_CHECK(w.extent(0) == hkv && w.extent(1) == n && w.extent(2) >= longest &&
+                      (n <= 1 || w.stride(0) == n * w.stride(1)),
+                  fn, ": key_weights.out must be (hkv = ", hkv, ", sequences = ", n, ", >= ", longest,
+                  " keys) with its first two dims packed (stride(0) = sequences * stride(1)), got (", w.extent(0),
+                  ", ", w.extent(1), ", ", w.extent(2), ")");
     a.kw.row_weights = kw.row_weights;
-    a.kw.out = tensor_view<float, 3>(w.data_handle(), {hkv * n, 1, w.extent(2)},
+    a.kw.out = tensor_view<float, 3>(w.data_handle(), {hkv * n, 1, longest},
                                      {n <= 1 ? w.stride(0) : w.stride(1), w.stride(1), w.stride(2)});
   }
   return a;
@@ -168,8 +176,9 @@ attention_args<TQ, const T, const T, TO> pool_args(const tensor_view<TQ, 4>& q, 
 /// gathered by kv_pool::gather: sequence s (ids[s] of the gather) has rows
 /// [cu(s), cu(s+1)) of q, and head h of q reads KV head h / (hq / hkv) with
 /// that head's own length. Optional: lse (1, hq, total); key weights with out
-/// (hkv, sequences, >= longest head) summed over each GQA group, row_weights
-/// (total) over the packed rows. Every sequence's result is the same bits as
+/// (hkv, sequences, >= longest head) summed over each GQA group (keys past the
+/// batch's longest head are left as they are), row_weights (total) over the
+/// packed rows. Every sequence's result is the same bits as
 /// a call with that sequence alone.
 template <class TQ, class T, class TO, class Backend = detail::cached_backend>
 void pool_attention(tensor_view<TQ, 4> q,  // (1, hq, total, d)

@@ -207,18 +207,18 @@ TEST(FlashForms, RaggedKeyWeightsEqualEachSequenceAlone) {
   seeded_rng seeded;
   std::uniform_int_distribution<std::int64_t> some(2, 120);
   std::uniform_real_distribution<float> weight(-0.5f, 2.0f);
-  // Decode rows and prefill chunks in one call; out is sized past the longest sequence (a cache's capacity).
+  // Decode rows and prefill chunks in one call; out holds the longest sequence's keys for every sequence.
   const std::vector<std::int64_t> rows = {1, 0, 3, some(seeded.rng), 1, 40};
   const std::vector<std::int64_t> lengths = {700, 5, 37, some(seeded.rng) + 40, 1, 333};
   on_every_backend([&](auto backend) {
     ragged_batch rb(rows, lengths, problem{1, 4, 2, 1, 1, 16, 16}, seeded.rng);
-    const std::int64_t capacity = rb.pr.skv + 13;
+    const std::int64_t keys = rb.pr.skv;
     std::vector<float> packed_weights(static_cast<std::size_t>(rb.pr.sq));
     for (float& w : packed_weights) w = weight(seeded.rng) < 0 ? 0.0f : weight(seeded.rng);
     attention_params params;
     params.causal = true;
     for (const std::int64_t heads : {rb.pr.hq, rb.pr.hkv}) {
-      tensor<float, 3> out({rb.pr.b, heads, capacity}, NAN);
+      tensor<float, 3> out({rb.pr.b, heads, keys}, NAN);
       auto a = rb.args(params);
       a.kw.out = out.view();
       a.kw.row_weights = tensor_view<const float, 1>(packed_weights.data(), {rb.pr.sq});
@@ -227,7 +227,7 @@ TEST(FlashForms, RaggedKeyWeightsEqualEachSequenceAlone) {
       for (std::int64_t b = 0; b < rb.pr.b; ++b) {
         const reference_result ref = rb.oracle(b, params);
         for (std::int64_t w = 0; w < heads; ++w)
-          for (std::int64_t j = 0; j < capacity; ++j) {
+          for (std::int64_t j = 0; j < keys; ++j) {
             double want = 0;
             for (std::int64_t h = w * group; h < (w + 1) * group && j < lengths[b]; ++h)
               for (std::int64_t i = 0; i < rows[b]; ++i) want += packed_weights[rb.cu[b] + i] * ref.prob(0, h, i, j);

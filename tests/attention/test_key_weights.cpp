@@ -162,7 +162,7 @@ TEST(KeyWeightsErrors, RejectBadRequestsBeforeWriting) {
   tensor<float, 3> three_heads({1, 3, 10}), short_keys({1, 2, 9}), fine({1, 2, 10});
   fails({three_heads.view(), {}},
         "key_weights.out.extent(1) must equal hq = 4 (per query head) or hkv = 2 (summed over each GQA group), got 3");
-  fails({short_keys.view(), {}}, "key_weights.out.extent(2) must be >= skv = 10 (the longest sequence's keys), got 9");
+  fails({short_keys.view(), {}}, "key_weights.out.extent(2) (skv) must equal the key count = 10, got 9");
   const std::vector<float> two_rows = {1, 1}, nan_row = {1, std::nanf(""), 1};
   fails({fine.view(), tensor_view<const float, 1>(two_rows.data(), {2})},
         "key_weights.row_weights.extent(0) (rows) must equal q.extent(2) = 3, got 2");

@@ -67,7 +67,7 @@ struct attention_args {
   tensor_view<TO, 4> o;       // (b, hq, sq, dv); ragged: like q
   attention_params params;
   tensor_view<float, 3> lse;  // like q without d; natural log; empty: not returned
-  key_weights kw;             // key_weights_arg.hpp: (b, hq or hkv, >= skv); ragged row_weights cover the packed rows
+  key_weights kw;             // key_weights_arg.hpp: (b, hq or hkv, skv); ragged row_weights cover the packed rows
   tensor_view<const std::int64_t, 1> cu_seqlens_q;  // (m + 1) ragged rows of each block; empty: b sequences of sq
   tensor_view<const std::int64_t, 1> q_pos;         // (b) position of each sequence's first query row
   tensor_view<const std::int64_t, 1> k_pos;         // (b) position of each sequence's first key

@@ -15,7 +15,7 @@
 ATTNKIT_BEGIN_NAMESPACE
 
 struct key_weights {
-  tensor_view<float, 3> out;                // (b, hq or hkv, >= skv); overwritten, 0 past a sequence's length
+  tensor_view<float, 3> out;                // (b, hq or hkv, skv); overwritten, 0 past a sequence's length
   tensor_view<const float, 1> row_weights;  // (sq), or (total) packed rows when ragged; finite; empty: all 1
 };
 
@@ -32,8 +32,7 @@ inline void check_key_weights(const char* fn, const key_weights& kw, const atten
   ATTNKIT_CHECK(kw.out.extent(1) == s.hq || kw.out.extent(1) == s.hkv, fn,
                 ": key_weights.out.extent(1) must equal hq = ", s.hq, " (per query head) or hkv = ", s.hkv,
                 " (summed over each GQA group), got ", kw.out.extent(1));
-  ATTNKIT_CHECK(kw.out.extent(2) >= s.skv, fn, ": key_weights.out.extent(2) must be >= skv = ", s.skv,
-                " (the longest sequence's keys), got ", kw.out.extent(2));
+  check_extent(fn, "key_weights.out", kw.out, 2, "skv", s.skv, "the key count");
   if (!is_given(kw.row_weights)) return;
   check_view(fn, "key_weights.row_weights", kw.row_weights, false);
   check_extent(fn, "key_weights.row_weights", kw.row_weights, 0, "rows", rows, "q.extent(2)");

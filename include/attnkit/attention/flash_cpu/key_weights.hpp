@@ -73,7 +73,7 @@ void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO
       }
       float* dst = &kw.out(b, per_kv_head ? hk : h0, j0);
       std::copy(sum, sum + cols, dst);
-      // The last tile also clears the rest of out (longer sequences elsewhere, or a cache's capacity).
+      // The last tile also clears the rest of the row (keys of longer sequences elsewhere in the batch).
       std::fill(dst + cols, dst + (t + 1 == plan.tiles ? kw.out.extent(2) - j0 : KT), 0.0f);
     }
   });
