@@ -24,8 +24,8 @@ mkdir -p docs
 # One data file per policy (budget, ppl ratio, mean KV rows), so each gets its own line.
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
-awk -F, 'NR > 1 && $2 > 0 { print $2, $3, $6 > "'"$data"'/" $1 ".dat" }' docs/llama2_eval.csv
-policies=$(awk -F, 'NR > 1 && $2 > 0 && !seen[$1]++ { printf "%s ", $1 }' docs/llama2_eval.csv)
+awk -F, 'NR > 1 && $2 > 0 && $8 == "f32" { print $2, $3, $6 > "'"$data"'/" $1 ".dat" }' docs/llama2_eval.csv
+policies=$(awk -F, 'NR > 1 && $2 > 0 && $8 == "f32" && !seen[$1]++ { printf "%s ", $1 }' docs/llama2_eval.csv)
 gnuplot <<GNUPLOT
 set terminal pngcairo size 1200,520 noenhanced font ",10"
 set output "docs/llama2_eval.png"

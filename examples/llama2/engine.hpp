@@ -1,7 +1,8 @@
 // The forward pass of a Llama-2 model whose attention and KV cache are
 // attnkit's, for one sequence or a batch of them served together. Per layer:
 // RMSNorm, q/k/v projections, RoPE at the positions the cache hands out
-// (rope_table), append k and v to each sequence's cache in one kv_pool, one
+// (rope_table), append k and v to each sequence's cache in one kv_pool (f32,
+// or int8 / fp8 quantized on append: policy_spec::kv), one
 // pool_attention call for every sequence of the step (prefill chunks and
 // decode rows mixed), each sequence's policy observe and evict, the output
 // projection, then the SwiGLU feed-forward. Matrix products run per sequence
@@ -32,11 +33,10 @@ class engine {
   using attention_observer = std::function<void(int layer, const token_index&, tensor_view<const float, 2>)>;
 
   engine(const model& m, const policy_spec& spec, attention_observer observer = {}, std::int64_t sequences = 1)
-      : m_(m), observer_(std::move(observer)), pool_(pool_options(spec, m.cfg, sequences)),
+      : m_(m), observer_(std::move(observer)), pool_((check_spec(spec, m.cfg), make_pool(spec, m.cfg, sequences))),
         rope_(m.cfg.seq_len, m.cfg.head_size(), model_rope()) {
-    check_spec(spec, m.cfg);
     for (std::int64_t s = 0; s < sequences; ++s) {
-      ids_.push_back(pool_.add_sequence());
+      ids_.push_back(std::visit([](auto& p) { return p.add_sequence(); }, pool_));
       policies_.emplace_back();
       for (int l = 0; l < m.cfg.n_layers; ++l) policies_.back().push_back(make_policy(spec, l, m.cfg.n_kv_heads));
     }
@@ -46,7 +46,9 @@ class engine {
   const config& cfg() const { return m_.cfg; }
   std::int64_t sequences() const { return static_cast<std::int64_t>(ids_.size()); }
   /// What sequence s caches at `layer`.
-  const token_index& index(int layer, std::int64_t s = 0) const { return pool_.index(ids_[s], layer); }
+  const token_index& index(int layer, std::int64_t s = 0) const {
+    return std::visit([&](const auto& p) -> const token_index& { return p.index(ids_[s], layer); }, pool_);
+  }
   /// Tokens sequence s has run so far.
   std::int64_t seen(std::int64_t s = 0) const { return index(0, s).seen(); }
 
@@ -126,7 +128,7 @@ class engine {
     const weights& w = m_.w;
     const int hs = c.head_size();
     const std::size_t at = std::size_t(l) * c.dim;
-    std::vector<kv_pool<float>::sequence_id> active;
+    std::vector<std::int64_t> active;
     std::vector<std::int64_t> cu = {0}, which;
     for (std::int64_t s = 0; s < sequences(); ++s)
       if (x[s].rows() > 0) active.push_back(ids_[s]), which.push_back(s), cu.push_back(cu.back() + x[s].rows());
@@ -139,11 +141,16 @@ class engine {
       const matrix v = xb * weight(w.wv + at * c.kv_dim(), c.kv_dim(), c.dim).transpose();  // (n, hkv * hs)
       rotate(l, s, q, k);
       const std::int64_t n = xb.rows();
-      pool_.append(ids_[s], l, tensor_view<const float, 3>(k.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}),
-                   tensor_view<const float, 3>(v.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}));
+      std::visit(
+          [&](auto& p) {
+            p.append(ids_[s], l, tensor_view<const float, 3>(k.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}),
+                     tensor_view<const float, 3>(v.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}));
+          },
+          pool_);
       q_all.middleRows(cu[a], n) = q;
     }
-    std::visit([&](auto& first) { attend(l, active, which, cu, q_all, o_all, first); }, policies_[0][l]);
+    std::visit([&](auto& pool, auto& first) { attend(pool, l, active, which, cu, q_all, o_all, first); }, pool_,
+               policies_[0][l]);
     for (std::size_t a = 0; a < which.size(); ++a) {
       const matrix o = o_all.middleRows(cu[a], cu[a + 1] - cu[a]);
       x[which[a]] += o * weight(w.wo + at * c.dim, c.dim, c.dim).transpose();
@@ -152,8 +159,8 @@ class engine {
 
   /// One pool_attention call over the step's sequences (key weights when the
   /// policy or the observer wants them), then each sequence's policy observes and evicts.
-  template <class Policy>
-  void attend(int l, const std::vector<kv_pool<float>::sequence_id>& active, const std::vector<std::int64_t>& which,
+  template <class Pool, class Policy>
+  void attend(Pool& pool, int l, const std::vector<std::int64_t>& active, const std::vector<std::int64_t>& which,
               const std::vector<std::int64_t>& cu, const matrix& q_all, matrix& o_all, const Policy&) {
     const config& c = m_.cfg;
     const std::int64_t total = cu.back(), count = static_cast<std::int64_t>(active.size()), hkv = c.n_kv_heads;
@@ -172,14 +179,14 @@ class engine {
       }
       kw.row_weights = tensor_view<const float, 1>(rows.data(), {total});
     }
-    pool_.gather(l, active, batch_);
+    pool.gather(l, active, batch_);
     const auto q = make_bshd<const float>(q_all.data(), 1, total, c.n_heads, c.head_size());  // (1, hq, total, hs)
     const auto o = make_bshd(o_all.data(), 1, total, c.n_heads, c.head_size());             // (1, hq, total, hs)
     const tensor_view<const std::int64_t, 1> cu_view(cu.data(), {count + 1});
     cpu_native backend{executor::serial(), {}};  // a model this small runs best on one thread
-    scratch_.resize(pool_attention_workspace_size(q, pool_, batch_, cu_view, o, {}, kw, backend));
+    scratch_.resize(pool_attention_workspace_size(q, pool, batch_, cu_view, o, {}, kw, backend));
     backend.scratch = {scratch_.data(), scratch_.size()};
-    pool_attention(q, pool_, batch_, cu_view, o, params, {}, kw, backend);
+    pool_attention(q, pool, batch_, cu_view, o, params, {}, kw, backend);
 
     for (std::size_t a = 0; a < which.size(); ++a) {
       Policy& policy = std::get<Policy>(policies_[which[a]][l]);
@@ -188,7 +195,7 @@ class engine {
                 : tensor_view<const float, 2>(nullptr, {hkv, 0});  // (hkv, context)
       if (observer_ && which[a] == 0) observer_(l, index(l, 0), per_key);
       if (Policy::wants_weights) policy.observe(index(l, which[a]), per_key, cu[a + 1] - cu[a]);
-      evict(pool_, active[a], l, policy);
+      evict(pool, active[a], l, policy);
     }
   }
 
@@ -204,9 +211,9 @@ class engine {
 
   const model& m_;
   attention_observer observer_;
-  kv_pool<float> pool_;  // every sequence's cache at every layer
+  any_pool pool_;  // every sequence's cache at every layer
   rope_table rope_;
-  std::vector<kv_pool<float>::sequence_id> ids_;
+  std::vector<std::int64_t> ids_;
   std::vector<std::vector<layer_policy>> policies_;  // per sequence, per layer
   std::vector<std::vector<float>> logits_;
   std::vector<float> key_weights_;

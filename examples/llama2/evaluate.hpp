@@ -41,6 +41,7 @@ struct eval_setup {
   std::int64_t generated = 480;  // tokens generated per prompt
   std::int64_t context = 128;    // tokens prefilled in one chunk
   std::vector<std::int64_t> budgets{32, 64, 128, 256};
+  std::vector<std::string> kv_types{"f32", "int8", "fp8"};  // every run once per cache storage type
 };
 
 /// One teacher-forced run of a text.
@@ -81,6 +82,7 @@ inline forced_run teacher_force(const model& m, const policy_spec& spec, const s
 struct eval_row {
   std::string policy;
   std::int64_t budget = 0;  // 0: full cache
+  std::string kv;           // the cache's storage type
   double nll = 0;           // per scored token
   double ppl_ratio = 1, agreement = 0, tokens_per_s = 0, mean_rows = 0;
 };
@@ -98,19 +100,25 @@ struct eval_report {
   std::vector<heavy_hitter> h2o_kept;  // at the smallest budget, most kept first
 };
 
-/// The policies in table order, each at every budget; Duo's heads come from the profile.
+/// The policies in table order, each at every budget, the whole list once per
+/// cache storage type (f32 first: the reference); Duo's heads come from the profile.
 inline std::vector<std::pair<std::string, policy_spec>> eval_policies(const eval_setup& setup,
                                                                       const attention_profile& profile) {
   const std::vector<std::pair<std::string, float>> policies{
       {"streaming", 0.0f}, {"h2o", 0.0f},  {"a2sf-0.9", 0.9f}, {"a2sf-0.99", 0.99f},
       {"a2sf-1", 1.0f},    {"tova", 0.0f}, {"snapkv", 0.0f},   {"duo", 0.0f}};
-  std::vector<std::pair<std::string, policy_spec>> runs{{"full", policy_spec{}}};
-  for (const auto& [label, alpha] : policies)
-    for (std::size_t b = 0; b < setup.budgets.size(); ++b) {
-      policy_spec s{label.substr(0, label.find('-')), setup.budgets[b], alpha, {}};
-      if (s.name == "duo") s.retrieval = duo_heads::by_sparsity(profile.gates(b), duo_sparsity).retrieval;
-      runs.emplace_back(label, s);
-    }
+  std::vector<std::pair<std::string, policy_spec>> runs;
+  for (const std::string& kv : setup.kv_types) {
+    policy_spec full;
+    full.kv = kv;
+    runs.emplace_back("full", full);
+    for (const auto& [label, alpha] : policies)
+      for (std::size_t b = 0; b < setup.budgets.size(); ++b) {
+        policy_spec s{label.substr(0, label.find('-')), setup.budgets[b], alpha, {}, kv};
+        if (s.name == "duo") s.retrieval = duo_heads::by_sparsity(profile.gates(b), duo_sparsity).retrieval;
+        runs.emplace_back(label, s);
+      }
+  }
   return runs;
 }
 
@@ -142,10 +150,11 @@ inline eval_report run_evaluation(const model& m, const tokenizer& tok, const ev
   std::vector<std::vector<int>> full_argmax;
   std::map<int, double> kept, seen;  // H2O's rows past its window, and every token it could have kept
   for (const auto& [label, spec] : eval_policies(setup, rep.profile)) {
-    eval_row row{label, spec.budget};
+    eval_row row{label, spec.budget, spec.kv};
     double seconds = 0, agree = 0;
     std::int64_t steps = 0, scored = 0;
-    const bool count_kept = label == "h2o" && spec.budget == setup.budgets.front();
+    const bool reference = label == "full" && rep.rows.empty();  // the f32 full cache
+    const bool count_kept = label == "h2o" && spec.budget == setup.budgets.front() && spec.kv == "f32";
     const std::int64_t recent = spec.budget / 2;  // a plain local: C++17 lambdas cannot capture a binding
     for (std::size_t i = 0; i < rep.texts.size(); ++i) {
       const std::vector<int>& text = rep.texts[i];
@@ -159,7 +168,7 @@ inline eval_report run_evaluation(const model& m, const tokenizer& tok, const ev
       };
       const forced_run r =
           teacher_force(m, spec, text, setup.context, count_kept ? std::function<void(const engine&)>(count) : nullptr);
-      if (label == "full") full_argmax.push_back(r.argmax);
+      if (reference) full_argmax.push_back(r.argmax);
       for (std::size_t t = 0; t < r.argmax.size(); ++t) agree += r.argmax[t] == full_argmax[i][t];
       row.nll += r.nll;
       row.mean_rows += r.rows;
@@ -185,10 +194,11 @@ inline void print_report(const eval_report& rep, const eval_setup& setup, const 
               rep.texts.size(), n, static_cast<long long>(setup.generated), static_cast<long long>(setup.context),
               n - static_cast<long long>(setup.context));
   std::printf("Full cache: perplexity %.3f.\n\n", std::exp(rep.rows.front().nll));
-  std::printf("| policy | budget | ppl ratio | greedy agreement %% | tokens/s | mean KV rows |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|\n");
+  std::printf("Ratios and agreement are against the f32 full cache; int8 and fp8 caches quantize on append.\n\n");
+  std::printf("| kv | policy | budget | ppl ratio | greedy agreement %% | tokens/s | mean KV rows |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|\n");
   for (const auto& r : rep.rows)
-    std::printf("| %s | %s | %.4f | %.1f | %.0f | %.1f |\n", r.policy.c_str(),
+    std::printf("| %s | %s | %s | %.4f | %.1f | %.0f | %.1f |\n", r.kv.c_str(), r.policy.c_str(),
                 r.budget ? std::to_string(r.budget).c_str() : "all", r.ppl_ratio, r.agreement, r.tokens_per_s,
                 r.mean_rows);
 
@@ -224,10 +234,10 @@ inline void print_report(const eval_report& rep, const eval_setup& setup, const 
 
   if (csv_path.empty()) return;
   std::ofstream csv(csv_path);
-  csv << "policy,budget,ppl_ratio,greedy_agreement_pct,tokens_per_s,mean_kv_rows,nll_per_token\n";
+  csv << "policy,budget,ppl_ratio,greedy_agreement_pct,tokens_per_s,mean_kv_rows,nll_per_token,kv\n";
   for (const auto& r : rep.rows)
     csv << r.policy << ',' << r.budget << ',' << r.ppl_ratio << ',' << r.agreement << ','
-        << r.tokens_per_s << ',' << r.mean_rows << ',' << r.nll << '\n';
+        << r.tokens_per_s << ',' << r.mean_rows << ',' << r.nll << ',' << r.kv << '\n';
   if (!csv) throw std::runtime_error("cannot write " + csv_path);
 }
 

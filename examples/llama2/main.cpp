@@ -4,6 +4,7 @@
 // Generation (prints the prompt and the generated text on stdout, like llama2.c):
 //   attnkit_llama2 [--model PATH] [--tokenizer PATH] [--steps N] [--temperature T]
 //                  [--seed S] [--prompt TEXT | --batch FILE] [--policy NAME --budget N [--alpha A]]
+//                  [--kv f32|int8|fp8]
 // --batch FILE serves one prompt per line of FILE at once: the sequences share
 // one KV pool and decode together, one attention call per layer per step; each
 // output (printed in order, one after another) equals that prompt's output alone.
@@ -13,6 +14,8 @@
 // Defaults: the stories260K model and tokenizer in ../shared/models beside the
 // source tree, 256 steps, temperature 1, a time-based seed, the full cache.
 // Policies: full, streaming, h2o, a2sf (needs --alpha), tova, snapkv, duo.
+// --kv: the cache's storage, f32 (default), int8 (a scale per row) or fp8
+// (e4m3); keys and values are quantized as they are appended.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -36,13 +39,13 @@ namespace {
 const char* usage =
     "usage: attnkit_llama2 [--model PATH] [--tokenizer PATH] [--steps N] [--temperature T] [--seed S]\n"
     "                      [--prompt TEXT | --batch FILE] [--policy full|streaming|h2o|a2sf|tova|snapkv|duo]\n"
-    "                      [--budget N] [--alpha A]\n"
+    "                      [--budget N] [--alpha A] [--kv f32|int8|fp8]\n"
     "       attnkit_llama2 --eval [--csv PATH] [--model PATH] [--tokenizer PATH]\n";
 
 /// --name value pairs, and --eval alone.
 std::map<std::string, std::string> parse(int argc, char** argv) {
   static const char* valued[] = {"--model", "--tokenizer", "--steps", "--temperature", "--seed", "--prompt",
-                                 "--policy", "--budget",   "--alpha", "--csv",   "--batch"};
+                                 "--policy", "--budget",   "--alpha", "--csv",   "--batch", "--kv"};
   std::map<std::string, std::string> flags;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -81,6 +84,7 @@ int main(int argc, char** argv) {
     spec.name = flag(flags, "--policy", "full");
     spec.budget = std::stoll(flag(flags, "--budget", "0"));
     spec.alpha = std::stof(flag(flags, "--alpha", "0"));
+    spec.kv = flag(flags, "--kv", "f32");
     if (spec.name == "duo") spec.retrieval = duo_retrieval_heads(m, tok, spec.budget);
     const float temperature = std::stof(flag(flags, "--temperature", "1"));
     if (!(temperature >= 0.0f)) throw std::invalid_argument("--temperature must be >= 0");
@@ -109,8 +113,8 @@ int main(int argc, char** argv) {
         std::cout << g.text << '\n';
         generated += static_cast<std::int64_t>(g.tokens.size()) - g.prompt_tokens;
       }
-      std::fprintf(stderr, "policy %s, seed %llu: %zu sequences, %lld generated tokens, %.0f tok/s decode\n",
-                   spec.name.c_str(), static_cast<unsigned long long>(seed), all.size(),
+      std::fprintf(stderr, "policy %s, kv %s, seed %llu: %zu sequences, %lld generated tokens, %.0f tok/s decode\n",
+                   spec.name.c_str(), spec.kv.c_str(), static_cast<unsigned long long>(seed), all.size(),
                    static_cast<long long>(generated), generated / std::max(all[0].decode_seconds, 1e-9));
       return 0;
     }
@@ -120,8 +124,8 @@ int main(int argc, char** argv) {
     const generation g = generate(e, tok, prompt, steps, sample);
     std::cout << g.text << '\n';
     const auto generated = static_cast<std::int64_t>(g.tokens.size()) - g.prompt_tokens;
-    std::fprintf(stderr, "policy %s, seed %llu: %lld prompt + %lld generated tokens, %.0f tok/s decode\n",
-                 spec.name.c_str(), static_cast<unsigned long long>(seed), static_cast<long long>(g.prompt_tokens),
+    std::fprintf(stderr, "policy %s, kv %s, seed %llu: %lld prompt + %lld generated tokens, %.0f tok/s decode\n",
+                 spec.name.c_str(), spec.kv.c_str(), static_cast<unsigned long long>(seed), static_cast<long long>(g.prompt_tokens),
                  static_cast<long long>(generated), generated / std::max(g.decode_seconds, 1e-9));
     return 0;
   } catch (const std::exception& ex) {

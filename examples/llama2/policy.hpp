@@ -45,6 +45,7 @@ struct policy_spec {
   std::int64_t budget = 0;       ///< rows per KV head; > 4 unless full
   float alpha = 0.0f;            ///< a2sf's forgetting factor
   std::vector<char> retrieval;   ///< duo: (layers, kv heads), 1 = keeps the full cache
+  std::string kv = "f32";        ///< the cache's storage: f32, int8 (a scale per row) or fp8 (e4m3, a scale per head)
 
   static constexpr std::int64_t sinks = 4;  ///< StreamingLLM's default, also Duo's streaming heads here
 };
@@ -59,6 +60,8 @@ inline void check_spec(const policy_spec& s, const config& c) {
   bool known = false;
   for (const auto& n : policy_names()) known |= n == s.name;
   if (!known) throw std::invalid_argument("unknown policy '" + s.name + "'");
+  if (s.kv != "f32" && s.kv != "int8" && s.kv != "fp8")
+    throw std::invalid_argument("--kv must be f32, int8 or fp8, got '" + s.kv + "'");
   if (s.name == "full") return;
   if (s.budget <= policy_spec::sinks || s.budget >= c.seq_len)
     throw std::invalid_argument("--budget must be in (" + std::to_string(policy_spec::sinks) + ", " +
@@ -98,7 +101,21 @@ inline kv_pool_options pool_options(const policy_spec& s, const config& c, std::
     o.positions = position_mode::in_cache;
     o.rerotate = model_rope();
   }
+  if (s.kv == "fp8") {  // e4m3 with a scale of 1: this model's keys and values sit well inside [2^-6, 448]
+    o.k_scales.assign(std::size_t(c.n_layers * c.n_kv_heads), 1.0f);
+    o.v_scales = o.k_scales;
+  }
   return o;
+}
+
+/// The engine's KV pool, of the storage type policy_spec::kv names.
+using any_pool = std::variant<kv_pool<float>, kv_pool<std::int8_t>, kv_pool<fp8_e4m3>>;
+
+inline any_pool make_pool(const policy_spec& s, const config& c, std::int64_t sequences) {
+  const kv_pool_options o = pool_options(s, c, sequences);
+  if (s.kv == "int8") return any_pool(std::in_place_type<kv_pool<std::int8_t>>, o);
+  if (s.kv == "fp8") return any_pool(std::in_place_type<kv_pool<fp8_e4m3>>, o);
+  return any_pool(std::in_place_type<kv_pool<float>>, o);
 }
 
 /// The weight of each of a call's n query rows in the key weights a policy observes.

@@ -85,6 +85,16 @@ struct cached_call {
     o = group_by_kv_head(o1, hkv);
     lse = is_given(lse1) ? group_by_kv_head(lse1, hkv) : lse1;
   }
+
+  attention_args<TQ, const T, const T, TO> args(const kv_cache<T>& cache, const attention_params& params) const {
+    auto a = make_attention_args(q, cache.keys(), cache.values(), o);
+    a.k.scales = cache.key_scales();
+    a.v.scales = cache.value_scales();
+    a.params = params;
+    a.lse = lse;
+    a.kw = kw;
+    return a;
+  }
 };
 
 using cached_backend = cpu_native;
@@ -102,7 +112,7 @@ void cached_attention(tensor_view<TQ, 4> q,  // (1, hq, sq, d)
                       const attention_params& params = {}, tensor_view<float, 3> lse = {},
                       const key_weights& kw = {}, const Backend& backend = {}) {
   const detail::cached_call<TQ, T, TO> c(q, cache, o, lse, kw);
-  flash_attention(c.q, cache.keys(), cache.values(), c.o, params, c.lse, c.kw, backend);
+  flash_attention(c.args(cache, params), backend);
 }
 
 /// Scratch bytes of cached_attention(q, cache, o, params, lse, kw, backend) for
@@ -112,7 +122,7 @@ std::size_t cached_attention_workspace_size(tensor_view<TQ, 4> q, const kv_cache
                                             tensor_view<float, 3> lse = {}, const key_weights& kw = {},
                                             const Backend& backend = {}) {
   const detail::cached_call<TQ, T, TO> c(q, cache, o, lse, kw);
-  return flash_attention_workspace_size(c.q, cache.keys(), cache.values(), backend, c.lse, c.kw);
+  return flash_attention_workspace_size(c.args(cache, {}), backend);
 }
 
 /// Sequence s's key weights, (hkv, capacity), from out (hkv, sequences, capacity).
@@ -151,6 +161,8 @@ attention_args<TQ, const T, const T, TO> pool_args(const tensor_view<TQ, 4>& q, 
                 ": lse must be (1, hq, total)");
   auto a = make_attention_args(group_by_kv_head(q, hkv), pool.keys(batch), pool.values(batch),
                                group_by_kv_head(o, hkv));
+  a.k.scales = pool.key_scales(batch);
+  a.v.scales = pool.value_scales(batch);
   a.cu_seqlens_q = cu;
   a.lse = is_given(lse) ? group_by_kv_head(lse, hkv) : lse;
   if (is_given(kw)) {

@@ -61,7 +61,7 @@ enum class op : int {
   based,
   based_workspace,
 };
-enum class dtype : int { f32, f16, bf16, other };
+enum class dtype : int { f32, f16, bf16, i8, e4m3, e5m2, other };
 
 template <dtype... Ts>
 struct types {};
@@ -74,7 +74,8 @@ struct entry {};
 using attention_types =  // (q, k and v, o)
     type_list<types<dtype::f32, dtype::f32, dtype::f32>, types<dtype::f16, dtype::f16, dtype::f16>,
               types<dtype::bf16, dtype::bf16, dtype::bf16>, types<dtype::f32, dtype::f16, dtype::f32>,
-              types<dtype::f32, dtype::bf16, dtype::f32>>;
+              types<dtype::f32, dtype::bf16, dtype::f32>, types<dtype::f32, dtype::i8, dtype::f32>,
+              types<dtype::f32, dtype::e4m3, dtype::f32>, types<dtype::f32, dtype::e5m2, dtype::f32>>;
 using key_weight_types =  // (q, k)
     type_list<types<dtype::f32, dtype::f32>, types<dtype::f16, dtype::f16>, types<dtype::bf16, dtype::bf16>,
               types<dtype::f32, dtype::f16>, types<dtype::f32, dtype::bf16>>;
@@ -131,6 +132,9 @@ template <class T, class U = std::remove_const_t<T>>
 inline constexpr dispatch_abi::dtype dtype_of = std::is_same_v<U, float>      ? dispatch_abi::dtype::f32
                                                 : std::is_same_v<U, half>     ? dispatch_abi::dtype::f16
                                                 : std::is_same_v<U, bfloat16> ? dispatch_abi::dtype::bf16
+                                                : std::is_same_v<U, std::int8_t> ? dispatch_abi::dtype::i8
+                                                : std::is_same_v<U, fp8_e4m3> ? dispatch_abi::dtype::e4m3
+                                                : std::is_same_v<U, fp8_e5m2> ? dispatch_abi::dtype::e5m2
                                                                               : dispatch_abi::dtype::other;
 template <class... Ts>
 using types_of = dispatch_abi::types<dtype_of<Ts>...>;
@@ -275,7 +279,8 @@ inline constexpr bool linear_dispatched =
 #define ATTNKIT_ATTENTION_DISPATCHED_(TQ, TK, TV, TO)                                                        \
   static_assert(detail::dispatch::attention_dispatched<TQ, TK, TV, TO>,                                      \
                 "cpu_dispatch runs attention for (q, k = v, o) element types (f32, f32, f32), (f16, f16, f16), " \
-                "(bf16, bf16, bf16), (f32, f16, f32) and (f32, bf16, f32); use cpu<Arch> for other mixes")
+                "(bf16, bf16, bf16), (f32, f16, f32), (f32, bf16, f32), (f32, int8, f32), (f32, e4m3, f32) and "  \
+                "(f32, e5m2, f32); use cpu<Arch> for other mixes")
 #define ATTNKIT_LINEAR_DISPATCHED_(TQ, TK, TV, TO)                                                         \
   static_assert(detail::dispatch::linear_dispatched<TQ, TK, TV, TO>,                                       \
                 "cpu_dispatch runs linear attention for (q = k = v, o) element types (f32, f32), (f16, f16), " \

@@ -53,6 +53,18 @@ template <>
 struct element<dispatch_abi::dtype::bf16> {
   using type = bfloat16;
 };
+template <>
+struct element<dispatch_abi::dtype::i8> {
+  using type = std::int8_t;
+};
+template <>
+struct element<dispatch_abi::dtype::e4m3> {
+  using type = fp8_e4m3;
+};
+template <>
+struct element<dispatch_abi::dtype::e5m2> {
+  using type = fp8_e5m2;
+};
 template <dispatch_abi::dtype D>
 using element_t = typename element<D>::type;
 

@@ -22,6 +22,7 @@
 #include "support/linear_inputs.hpp"
 #include "support/linear_oracle.hpp"
 #include "support/paged_copy.hpp"
+#include "support/quantized_kv.hpp"
 
 namespace attnkit::test {
 namespace {
@@ -117,6 +118,30 @@ TEST(CpuDispatch, PagedFlashAndKeyWeightsMatchFp64Reference) {
     attention_key_weights(c.q.cview(), c.k.cview(), params, c.lse.cview(), key_weights{alone.view(), {}},
                           cpu_dispatch{});
     expect_key_weights(alone, ref, pr);
+  }
+}
+
+TEST(CpuDispatch, QuantizedKvMatchesFp64ReferenceOverItsValues) {
+  seeded_rng seeded;
+  const auto run = [&](auto tag, std::int64_t sq) {
+    using T = decltype(tag);
+    const std::int64_t b = 2, hq = 4, hkv = 2, skv = 300, d = 64;
+    const quantized_kv<T> k(b, hkv, skv, d, seeded.rng), v(b, hkv, skv, d, seeded.rng);
+    tensor<float, 4> q({b, hq, sq, d}), o({b, hq, sq, d}, std::nanf(""));
+    fill_normal(q.data(), q.size(), seeded.rng);
+    auto a = make_attention_args(q.cview(), k.data.cview(), v.data.cview(), o.view());
+    a.k.scales = k.scales();
+    a.v.scales = v.scales();
+    a.params.causal = true;
+    flash_attention(a, cpu_dispatch{two_threads()});
+    const error_stats e =
+        compare_output(o.cview(), reference_attention(q.cview(), k.values.cview(), v.values.cview(), a.params));
+    EXPECT_TRUE(e.within(1e-5)) << dtype_name<T>() << " sq " << sq << " rel_l2 " << e.rel_l2;
+  };
+  for (std::int64_t sq : {1, 37}) {
+    run(std::int8_t{}, sq);
+    run(fp8_e4m3{}, sq);
+    run(fp8_e5m2{}, sq);
   }
 }
 

@@ -168,11 +168,34 @@ void expect_widening_exact() {
   }
 }
 
+/// The 8-bit KV types: every code, each lane position, against to_float (NaN codes stay NaN).
+template <class T, class A>
+void expect_widening_exact_8bit() {
+  constexpr int L = simd::lanes<A>;
+  alignas(64) float out[L];
+  for (std::uint32_t base = 0; base < 256 + L; ++base) {  // every code at every lane
+    T in[L];
+    for (int i = 0; i < L; ++i) std::memset(&in[i], static_cast<int>((base + i * 37) & 0xff), 1);
+    simd::load_widen<A>(in).store_aligned(out);
+    for (int i = 0; i < L; ++i) {
+      const float expect = to_float(in[i]);
+      if (std::isnan(expect))
+        ASSERT_TRUE(std::isnan(out[i])) << dtype_name<T>() << " code " << ((base + i * 37) & 0xff);
+      else
+        ASSERT_EQ(std::memcmp(&out[i], &expect, sizeof expect), 0) << dtype_name<T>() << " code "
+                                                                    << ((base + i * 37) & 0xff);
+    }
+  }
+}
+
 TEST_P(CpuSimd, WideningIsExactForEveryBitPattern) {
   with_cpu_arch(GetParam(), [](auto arch) {
     using A = decltype(arch);
     expect_widening_exact<half, A>();
     expect_widening_exact<bfloat16, A>();
+    expect_widening_exact_8bit<std::int8_t, A>();
+    expect_widening_exact_8bit<fp8_e4m3, A>();
+    expect_widening_exact_8bit<fp8_e5m2, A>();
   });
 }
 

@@ -30,23 +30,30 @@
 #include "attnkit/attention/key_weights_arg.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/core/config.hpp"
+#include "attnkit/core/kv_scales.hpp"
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
 ATTNKIT_BEGIN_NAMESPACE
 
-/// K or V in either form the kernels read: strided (b, hkv, skv, d) or a paged pool.
+/// K or V in either form the kernels read: strided (b, hkv, skv, d) or a paged
+/// pool; quantized types (int8, fp8_e4m3, fp8_e5m2) carry their scales
+/// (core/kv_scales.hpp), which the kernels apply in registers.
 template <class T>
 struct kv_input {
   tensor_view<T, 4> strided;  // (b, hkv, skv, d); unused when paged
   paged_kv<T> paged;          // (num_pages, hkv, page_size, d) + table; used when is_paged
   bool is_paged = false;
+  kv_scales scales;           // quantized T only
 
   kv_input() = default;
   kv_input(const tensor_view<T, 4>& t) : strided(t) {}          // NOLINT: implicit on purpose
   kv_input(const paged_kv<T>& p) : paged(p), is_paged(true) {}  // NOLINT
+  kv_input(const tensor_view<T, 4>& t, const kv_scales& s) : strided(t), scales(s) {}
+  kv_input(const paged_kv<T>& p, const kv_scales& s) : paged(p), is_paged(true), scales(s) {}
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_const_v<U>>>
-  kv_input(const kv_input<U>& o) : strided(o.strided), paged{o.paged.pages, o.paged.table}, is_paged(o.is_paged) {}
+  kv_input(const kv_input<U>& o)
+      : strided(o.strided), paged{o.paged.pages, o.paged.table}, is_paged(o.is_paged), scales(o.scales) {}
 };
 
 /// A caller's mask on top of the params' masks (tree attention for speculative
@@ -62,8 +69,8 @@ struct custom_mask {
 template <class TQ, class TK, class TV, class TO>
 struct attention_args {
   tensor_view<TQ, 4> q;       // (b, hq, sq, d); ragged: (1 or n blocks, hq, total, d)
-  kv_input<TK> k;             // (b, hkv, skv, d) or paged
-  kv_input<TV> v;             // (b, hkv, skv, dv) or paged
+  kv_input<TK> k;             // (b, hkv, skv, d) or paged; int8 / fp8 with k.scales
+  kv_input<TV> v;             // (b, hkv, skv, dv) or paged; int8 / fp8 with v.scales
   tensor_view<TO, 4> o;       // (b, hq, sq, dv); ragged: like q
   attention_params params;
   tensor_view<float, 3> lse;  // like q without d; natural log; empty: not returned

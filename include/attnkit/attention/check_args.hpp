@@ -1,12 +1,15 @@
 // The checks of an attention_args call (DESIGN §8), shared by every backend:
 // metadata always, and the O(b) content checks of cu_seqlens_q, positions and
-// block tables, all before any output is written.
+// block tables (and the O(keys) check of quantized K/V scales,
+// check_scales.hpp), all before any output is written.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "attnkit/attention/attention_args.hpp"
+#include "attnkit/attention/check_scales.hpp"
 #include "attnkit/attention/key_weights.hpp"
 #include "attnkit/attention/paged.hpp"
 #include "attnkit/attention/schedule.hpp"
@@ -120,7 +123,10 @@ void check_out_like_q(const char* fn, const tensor_view<TQ, 4>& q, const tensor_
 /// Every check of a flash call (want_o false: a workspace query, which takes no o).
 template <class TQ, class TK, class TV, class TO>
 checked_call check_args(const char* fn, const attention_args<TQ, TK, TV, TO>& a, bool want_o = true) {
-  static_assert(attention_types_ok<TQ, TK, TV, TO>, "q, k, v, o must hold float, half or bfloat16 (o non-const)");
+  static_assert(is_element_type_v<std::remove_const_t<TQ>> && is_element_type_v<TO>,
+                "q and o must hold float, half or bfloat16 (o non-const; quantized q or o is not supported)");
+  static_assert(is_kv_type_v<std::remove_const_t<TK>> && is_kv_type_v<std::remove_const_t<TV>>,
+                "k and v must hold float, half, bfloat16, int8, fp8_e4m3 or fp8_e5m2");
   checked_call c;
   attention_shape& s = c.s;
   check_view(fn, "q", a.q, true);
@@ -149,6 +155,8 @@ checked_call check_args(const char* fn, const attention_args<TQ, TK, TV, TO>& a,
     s.dv = v.extent(3);
   }
   check_head_dims(fn, s.d, s.dv);
+  check_kv_scales(fn, "k", a.k, s.b, s.hkv);
+  check_kv_scales(fn, "v", a.v, s.b, s.hkv);
   check_out_like_q(fn, a.q, a.o, a.lse, s.dv, want_o);
   s.sq = 0;
   for (std::int64_t b = 0; b < s.b; ++b) s.sq = std::max(s.sq, c.batch.rows(b));

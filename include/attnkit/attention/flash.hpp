@@ -38,7 +38,7 @@ ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
 /// The reference algorithm over either form of keys (KS, VS: strided_kv or
-/// paged_kv), for every sequence of a checked call.
+/// paged_rows), for every sequence of a checked call.
 template <class TQ, class KS, class VS, class TO>
 void flash_reference(const checked_call& c, const attention_args<TQ, typename KS::element, typename VS::element, TO>& a,
                      const KS& k, const VS& v) {
@@ -72,8 +72,9 @@ void flash_reference(const checked_call& c, const attention_args<TQ, typename KS
               pr[j - j0] = neg_inf;
               if (state == tile_state::partial && !var.mask.visible(i, j)) continue;
               const auto* kr = k.row(b, hk, j);
+              const float ks = k.scale(b, hk, j);  // 1 unless quantized
               float dot = 0.0f;
-              for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(a.q(qb, h, r0 + i, x)) * to_float(kr[x]);
+              for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(a.q(qb, h, r0 + i, x)) * (to_float(kr[x]) * ks);
               pr[j - j0] = var.score(dot, h, var.mask.position(i), var.mask.key_position(j));
               block_max = std::max(block_max, pr[j - j0]);
             }
@@ -87,7 +88,8 @@ void flash_reference(const checked_call& c, const attention_args<TQ, typename KS
               row[r].l += w;
               if (w == 0.0f) continue;
               const auto* vr = v.row(b, hk, j);
-              for (std::int64_t x = 0; x < s.dv; ++x) ar[x] += w * to_float(vr[x]);
+              const float vs = v.scale(b, hk, j);
+              for (std::int64_t x = 0; x < s.dv; ++x) ar[x] += w * (to_float(vr[x]) * vs);
             }
           }
         });
@@ -125,14 +127,10 @@ void flash_attention(const attention_args<TQ, TK, TV, TO>& args, reference) {
     a.lse = tensor_view<float, 3>(own_lse.data(), {a.q.extent(0), a.q.extent(1), a.q.extent(2)});
   }
   const tensor_view<const float, 3> lse(a.lse);
-  if (a.k.is_paged) {
-    detail::flash_reference(c, a, a.k.paged, a.v.paged);
-    if (detail::is_given(a.kw)) detail::key_weights_pass(c.s, c.batch, a.q, a.k.paged, a.params, lse, a.kw);
-  } else {
-    detail::flash_reference(c, a, detail::strided_kv<TK>{a.k.strided}, detail::strided_kv<TV>{a.v.strided});
-    if (detail::is_given(a.kw))
-      detail::key_weights_pass(c.s, c.batch, a.q, detail::strided_kv<TK>{a.k.strided}, a.params, lse, a.kw);
-  }
+  detail::with_kv_rows(a.k, a.v, [&](const auto& k, const auto& v) {
+    detail::flash_reference(c, a, k, v);
+    if (detail::is_given(a.kw)) detail::key_weights_pass(c.s, c.batch, a.q, k, a.params, lse, a.kw);
+  });
 }
 
 /// The reference backend needs no workspace.

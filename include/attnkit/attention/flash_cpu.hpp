@@ -52,7 +52,7 @@ ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
-/// The plan of a checked call over keys KS (strided_kv or paged_kv).
+/// The plan of a checked call over keys KS (strided_kv or paged_rows).
 template <class Arch, class KS>
 flash_cpu_plan<Arch> plan_call(const char* fn, const checked_call& c, const KS& k, std::int64_t concurrency,
                                const flash_request& req) {
@@ -120,11 +120,9 @@ void flash_attention(const attention_args<TQ, TK, TV, TO>& a, const cpu<Arch>& b
   constexpr const char* fn = "flash_attention";
   const detail::checked_call c = detail::check_args(fn, a);
   const detail::flash_io<TQ, TO> io{a.q, a.o, a.lse, a.params, a.kw, c.batch};
-  if (a.k.is_paged)
-    detail::flash_cpu(fn, c, detail::make_request(a), io, a.k.paged, a.v.paged, backend);
-  else
-    detail::flash_cpu(fn, c, detail::make_request(a), io, detail::strided_kv<TK>{a.k.strided},
-                      detail::strided_kv<TV>{a.v.strided}, backend);
+  detail::with_kv_rows(a.k, a.v, [&](const auto& k, const auto& v) {
+    detail::flash_cpu(fn, c, detail::make_request(a), io, k, v, backend);
+  });
 }
 
 /// Scratch bytes of flash_attention(args, backend). Lend at least that much
@@ -137,8 +135,9 @@ std::size_t flash_attention_workspace_size(const attention_args<TQ, TK, TV, TO>&
   constexpr const char* fn = "flash_attention_workspace_size";
   const detail::checked_call c = detail::check_args(fn, a, false);
   const auto req = detail::make_request(a);
-  if (a.k.is_paged) return detail::plan_call<Arch>(fn, c, a.k.paged, backend.exec.concurrency(), req).bytes();
-  return detail::plan_call<Arch>(fn, c, detail::strided_kv<TK>{a.k.strided}, backend.exec.concurrency(), req).bytes();
+  return detail::with_kv_rows(a.k, a.v, [&](const auto& k, const auto&) {
+    return detail::plan_call<Arch>(fn, c, k, backend.exec.concurrency(), req).bytes();
+  });
 }
 
 /// Scratch bytes that cover every flash_attention call within `limits` on this
@@ -168,8 +167,8 @@ void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
   // With output off the kernel only reads lse.
   const tensor_view<float, 3> lse_in(const_cast<float*>(lse.data_handle()), lse.extents(), lse.strides());
   const detail::flash_io<TQ, float> io{q, {}, lse_in, params, kw, c.batch};
-  detail::flash_cpu(fn, c, detail::flash_request{false, false, true, true}, io, detail::strided_kv<TK>{k},
-                    detail::strided_kv<TK>{k}, backend);
+  detail::flash_cpu(fn, c, detail::flash_request{false, false, true, true}, io, detail::strided_kv<TK>{k, {}},
+                    detail::strided_kv<TK>{k, {}}, backend);
 }
 
 ATTNKIT_END_NAMESPACE

@@ -61,7 +61,7 @@ attention_shape check_key_weights_call(const char* fn, const tensor_view<TQ, 4>&
 }
 
 /// The reference second pass over either form of keys (KS: strided_kv or
-/// paged_kv): recomputes each visible score and adds row_weight(i) *
+/// paged_rows): recomputes each visible score and adds row_weight(i) *
 /// exp(s - lse) to its key.
 template <class TQ, class KS>
 void key_weights_pass(const attention_shape& s, const attention_batch& batch, const tensor_view<TQ, 4>& q,
@@ -83,8 +83,9 @@ void key_weights_pass(const attention_shape& s, const attention_batch& batch, co
         for (std::int64_t j = 0; j < len; ++j) {
           if (!var.mask.visible(i, j)) continue;
           const auto* kr = k.row(b, h / group, j);
+          const float ks = k.scale(b, h / group, j);  // 1 unless quantized
           float dot = 0.0f;
-          for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(q(qb, h, r0 + i, x)) * to_float(kr[x]);
+          for (std::int64_t x = 0; x < s.d; ++x) dot += to_float(q(qb, h, r0 + i, x)) * (to_float(kr[x]) * ks);
           kw.out(b, w, j) += weight * std::exp(var.score(dot, h, var.mask.position(i), var.mask.key_position(j)) -
                                                row_lse);
         }
@@ -107,7 +108,7 @@ void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
   detail::attention_batch batch;
   batch.count = s.b;
   batch.sq = s.sq;
-  detail::key_weights_pass(s, batch, q, detail::strided_kv<TK>{k}, params, lse, kw);
+  detail::key_weights_pass(s, batch, q, detail::strided_kv<TK>{k, {}}, params, lse, kw);
 }
 
 ATTNKIT_END_NAMESPACE

@@ -7,27 +7,69 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "attnkit/attention/attention_args.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/variant.hpp"
 #include "attnkit/core/config.hpp"
+#include "attnkit/core/dtype.hpp"
+#include "attnkit/core/kv_scales.hpp"
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor_view.hpp"
 
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
 
-/// K or V as (b, hkv, skv, d) strided memory, with paged_kv's interface.
+/// The dequantization scale of row j of head h of sequence b, whose int8 scale
+/// sits at (i, h, slot) of the row layout: 1 for float types, the row's scale
+/// for int8, the (sequence, head) scale for fp8.
+template <class T>
+float row_scale(const kv_scales& scales, std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t slot) {
+  using U = std::remove_const_t<T>;
+  if constexpr (!is_quantized_v<U>) {
+    return 1.0f;
+  } else if constexpr (std::is_same_v<U, std::int8_t>) {
+    return scales.row(i, h, slot);
+  } else {
+    return scales.heads(b, h);
+  }
+}
+
+/// K or V as (b, hkv, skv, d) strided memory, with paged_rows' interface.
 template <class T>
 struct strided_kv {
   using element = T;
   tensor_view<T, 4> t;
+  kv_scales scales;  // quantized T only
   std::int64_t length(std::int64_t) const { return t.extent(2); }
   T* row(std::int64_t b, std::int64_t h, std::int64_t j) const {
     return t.data_handle() + b * t.stride(0) + h * t.stride(1) + j * t.stride(2);
   }
+  /// Row j's values are to_float(row(b, h, j)[x]) * scale(b, h, j).
+  float scale(std::int64_t b, std::int64_t h, std::int64_t j) const { return row_scale<T>(scales, b, h, b, j); }
 };
+
+/// A paged K or V with its scales: what the kernels read.
+template <class T>
+struct paged_rows : paged_kv<T> {
+  kv_scales scales;  // quantized T only
+  float scale(std::int64_t b, std::int64_t h, std::int64_t j) const {
+    if constexpr (!is_quantized_v<std::remove_const_t<T>>) {
+      return 1.0f;
+    } else {
+      const std::int64_t ps = this->page_size();
+      return row_scale<T>(scales, b, h, this->table.indices(this->table.indptr(b) + j / ps), j % ps);
+    }
+  }
+};
+
+/// f(k, v) with K and V as row sources of one form (strided_kv or paged_rows).
+template <class TK, class TV, class F>
+decltype(auto) with_kv_rows(const kv_input<TK>& k, const kv_input<TV>& v, F&& f) {
+  if (k.is_paged) return f(paged_rows<TK>{k.paged, k.scales}, paged_rows<TV>{v.paged, v.scales});
+  return f(strided_kv<TK>{k.strided, k.scales}, strided_kv<TV>{v.strided, v.scales});
+}
 
 /// The sequences of a validated call: where each one's query rows live, their
 /// positions and their bitmask rows. Ragged, q is `blocks` (q.extent(0)) copies

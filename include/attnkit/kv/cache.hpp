@@ -19,9 +19,11 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
+#include "attnkit/core/kv_scales.hpp"
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/kv/keep_set.hpp"
@@ -40,6 +42,7 @@ struct kv_cache_options {
   std::int64_t num_pages = 0;  ///< paged: pages in the pool, shared by all heads
   position_mode positions = position_mode::original;
   std::optional<rope> rerotate;  ///< in_cache only: keys are stored rotated; compaction re-rotates moved keys
+  std::vector<float> k_scales, v_scales;  ///< fp8 caches: one scale per KV head; empty: all 1
 };
 
 template <class T>
@@ -88,6 +91,9 @@ class kv_cache {
   /// Valid until the next append or compact.
   paged_kv<const T> keys() const { return pool_.keys(batch_); }
   paged_kv<const T> values() const { return pool_.values(batch_); }
+  /// Their scales (int8 and fp8 caches; empty for float types): kv_scales.hpp.
+  kv_scales key_scales() const { return pool_.key_scales(batch_); }
+  kv_scales value_scales() const { return pool_.value_scales(batch_); }
 
   const T* key_row(std::int64_t h, std::int64_t j) const { return pool_.key_row(id_, 0, h, j); }
   const T* value_row(std::int64_t h, std::int64_t j) const { return pool_.value_row(id_, 0, h, j); }
@@ -111,6 +117,8 @@ class kv_cache {
     p.dv = opt.dv;
     p.positions = opt.positions;
     p.rerotate = opt.rerotate;
+    p.k_scales = opt.k_scales;
+    p.v_scales = opt.v_scales;
     p.page_size = opt.page_size;
     p.num_pages = opt.num_pages;
     if (opt.page_size == 0) {

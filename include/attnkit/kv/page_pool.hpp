@@ -1,5 +1,6 @@
 // page_pool: the storage of a KV pool. A page holds page_size rows of one KV
-// head, keys (page_size, d) and values (page_size, dv); pages are counted, so
+// head, keys (page_size, d) and values (page_size, dv), and for int8 each
+// row's key scale and value scale (fp32, kv/quantize.hpp); pages are counted, so
 // sequences that share a prefix (kv_pool::fork) share its pages until one of
 // them writes there. Taking and releasing a page is O(1) and allocates
 // nothing: the free list is reserved for every page at construction.
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "attnkit/core/config.hpp"
@@ -21,20 +23,27 @@ namespace detail {
 template <class T>
 class page_pool {
  public:
-  /// Bytes of caller memory for num_pages pages: every key page, then every value page.
-  static std::size_t bytes(std::int64_t num_pages, std::int64_t page_size, std::int64_t d, std::int64_t dv) {
-    return static_cast<std::size_t>(num_pages * page_size * (d + dv)) * sizeof(T);
-  }
+  static constexpr bool row_scales = std::is_same_v<T, std::int8_t>;
 
-  /// memory: bytes(...) of the caller's, aligned for T, or null to allocate them here.
-  page_pool(std::int64_t num_pages, std::int64_t page_size, std::int64_t d, std::int64_t dv, T* memory)
+  /// Bytes of caller memory for num_pages pages: int8's key and value scales,
+  /// then every key page, then every value page.
+  static std::size_t bytes(std::int64_t num_pages, std::int64_t page_size, std::int64_t d, std::int64_t dv) {
+    return scale_bytes(num_pages, page_size) + static_cast<std::size_t>(num_pages * page_size * (d + dv)) * sizeof(T);
+  }
+  /// The alignment caller memory needs.
+  static constexpr std::size_t alignment = row_scales ? alignof(float) : alignof(T);
+
+  /// memory: bytes(...) of the caller's, aligned to `alignment`, or null to allocate them here.
+  page_pool(std::int64_t num_pages, std::int64_t page_size, std::int64_t d, std::int64_t dv, void* memory)
       : num_pages_(num_pages), page_size_(page_size), d_(d), dv_(dv) {
     if (!memory) {
-      own_.resize(bytes(num_pages, page_size, d, dv) / sizeof(T));
+      own_.resize((bytes(num_pages, page_size, d, dv) + sizeof(float) - 1) / sizeof(float));
       memory = own_.data();
     }
-    k_ = memory;
-    v_ = memory + num_pages * page_size * d;
+    ks_ = static_cast<float*>(memory);
+    vs_ = ks_ + (row_scales ? num_pages * page_size : 0);
+    k_ = reinterpret_cast<T*>(static_cast<unsigned char*>(memory) + scale_bytes(num_pages, page_size));
+    v_ = k_ + num_pages * page_size * d;
     refs_.assign(static_cast<std::size_t>(num_pages), 0);
     free_.reserve(static_cast<std::size_t>(num_pages));
     for (std::int64_t p = num_pages - 1; p >= 0; --p) free_.push_back(static_cast<std::int32_t>(p));
@@ -61,6 +70,10 @@ class page_pool {
     const std::int32_t c = take();
     std::memcpy(key_row(c, 0), key_row(p, 0), sizeof(T) * static_cast<std::size_t>(rows * d_));
     std::memcpy(value_row(c, 0), value_row(p, 0), sizeof(T) * static_cast<std::size_t>(rows * dv_));
+    if (row_scales) {
+      std::copy_n(key_scale(p, 0), rows, key_scale(c, 0));
+      std::copy_n(value_scale(p, 0), rows, value_scale(c, 0));
+    }
     release(p);
     return c;
   }
@@ -68,13 +81,25 @@ class page_pool {
   T* key_row(std::int64_t page, std::int64_t slot) const { return k_ + (page * page_size_ + slot) * d_; }
   T* value_row(std::int64_t page, std::int64_t slot) const { return v_ + (page * page_size_ + slot) * dv_; }
 
+  /// int8 only: the scale of a row.
+  float* key_scale(std::int64_t page, std::int64_t slot) const { return ks_ + page * page_size_ + slot; }
+  float* value_scale(std::int64_t page, std::int64_t slot) const { return vs_ + page * page_size_ + slot; }
+  /// int8 only: every row's scale as (num_pages, 1 head, page_size), the layout kv_scales.rows reads.
+  tensor_view<const float, 3> key_scales() const { return {ks_, {num_pages_, 1, page_size_}}; }
+  tensor_view<const float, 3> value_scales() const { return {vs_, {num_pages_, 1, page_size_}}; }
+
   /// Every page as (num_pages, 1 head, page_size, d): what paged_kv reads.
   tensor_view<const T, 4> keys() const { return tensor_view<const T, 4>(k_, {num_pages_, 1, page_size_, d_}); }
   tensor_view<const T, 4> values() const { return tensor_view<const T, 4>(v_, {num_pages_, 1, page_size_, dv_}); }
 
  private:
+  static std::size_t scale_bytes(std::int64_t num_pages, std::int64_t page_size) {
+    return row_scales ? static_cast<std::size_t>(2 * num_pages * page_size) * sizeof(float) : 0;
+  }
+
   std::int64_t num_pages_, page_size_, d_, dv_;
-  std::vector<T> own_;
+  std::vector<float> own_;  // float-aligned for the scales; T is at most 4 bytes
+  float *ks_ = nullptr, *vs_ = nullptr;
   T *k_ = nullptr, *v_ = nullptr;
   std::vector<std::int32_t> refs_;  // holders of each page; 0: free
   std::vector<std::int32_t> free_;  // capacity num_pages: never reallocates

@@ -15,12 +15,19 @@
 // and releasing a page allocates nothing. Every error is raised before
 // anything changes.
 //
+// Quantized pools (kv_pool<std::int8_t>, kv_pool<fp8_e4m3>, kv_pool<fp8_e5m2>)
+// quantize on append (kv/quantize.hpp's rules): int8 keeps each row's scale
+// beside it in the page, fp8 takes one scale per (layer, KV head) from the
+// options. Compaction and copy on write move rows with their scales; a
+// re-rotated int8 or fp8 key is dequantized, rotated and quantized again.
+//
 // A page holds one KV head's rows (not every head's): heads that keep
 // different rows take pages independently, and eviction returns whole pages.
 // The pool is not thread-safe; one call at a time.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -31,11 +38,13 @@
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
+#include "attnkit/core/kv_scales.hpp"
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor_view.hpp"
 #include "attnkit/core/view_checks.hpp"
 #include "attnkit/kv/keep_set.hpp"
 #include "attnkit/kv/page_pool.hpp"
+#include "attnkit/kv/quantize.hpp"
 #include "attnkit/kv/rope.hpp"
 #include "attnkit/kv/token_index.hpp"
 
@@ -51,6 +60,7 @@ struct kv_pool_options {
   std::int64_t max_sequences = 1;  ///< sequences alive at once, > 0
   position_mode positions = position_mode::original;
   std::optional<rope> rerotate;    ///< in_cache only: keys are stored rotated; compaction re-rotates moved keys
+  std::vector<float> k_scales, v_scales;  ///< fp8 pools: (layers * hkv) scales, layer-major, finite > 0; empty: all 1
 };
 
 /// The block tables of a batch of sequences at one layer, one entry per
@@ -59,6 +69,7 @@ struct kv_pool_options {
 struct kv_batch {
   std::int64_t sequences = 0, heads = 0;
   std::vector<std::int32_t> indptr, indices, last;
+  std::vector<float> k_heads, v_heads;  // fp8 pools: each entry's scale
 
   block_table table() const {
     const std::int64_t n = sequences * heads;
@@ -70,7 +81,9 @@ struct kv_batch {
 
 template <class T>
 class kv_pool {
-  static_assert(is_element_type_v<T>, "kv_pool holds float, half or bfloat16");
+  static_assert(is_kv_type_v<T>, "kv_pool holds float, half, bfloat16, int8, fp8_e4m3 or fp8_e5m2");
+  static constexpr bool row_scales = std::is_same_v<T, std::int8_t>;
+  static constexpr bool head_scales = std::is_same_v<T, fp8_e4m3> || std::is_same_v<T, fp8_e5m2>;
 
  public:
   using sequence_id = std::int64_t;
@@ -84,8 +97,8 @@ class kv_pool {
   /// A pool that allocates its pages once, here.
   explicit kv_pool(const kv_pool_options& opt) : kv_pool(opt, nullptr, 0) {}
 
-  /// A pool on the engine's memory: at least memory_bytes(opt) bytes, aligned for T,
-  /// outliving the pool. Null memory: allocate here.
+  /// A pool on the engine's memory: at least memory_bytes(opt) bytes, aligned for
+  /// T (for float with int8), outliving the pool. Null memory: allocate here.
   kv_pool(const kv_pool_options& opt, void* memory, std::size_t bytes)
       : opt_(checked(opt)), pages_(opt_.num_pages, opt_.page_size, opt_.d, opt_.dv, checked_memory(memory, bytes)) {
     layer_cache empty{token_index(opt_.hkv, opt_.positions), std::vector<std::vector<std::int32_t>>(opt_.hkv)};
@@ -167,6 +180,7 @@ class kv_pool {
     constexpr const char* fn = "kv_pool::append";
     layer_cache& lc = at(s, layer, fn);
     const std::int64_t n = check_rows(fn, k, v);
+    if (row_scales) check_finite(fn, k, v);
     std::int64_t needed = 0;
     for (std::int64_t h = 0; h < opt_.hkv; ++h) {
       const std::int64_t len = lc.index.length(h);
@@ -182,8 +196,10 @@ class kv_pool {
       if (n > 0) unshare(table, len / opt_.page_size, len);
       while (static_cast<std::int64_t>(table.size()) < pages_for(len + n)) table.push_back(pages_.take());
       for (std::int64_t i = 0; i < n; ++i) {
-        copy_row(&k(h, i, 0), k.stride(2), key_row(table, len + i), opt_.d);
-        copy_row(&v(h, i, 0), v.stride(2), value_row(table, len + i), opt_.dv);
+        const std::int64_t j = len + i;
+        store_row(&k(h, i, 0), k.stride(2), key_row(table, j), opt_.d, key_scale(table, j), head_scale(0, layer, h));
+        store_row(&v(h, i, 0), v.stride(2), value_row(table, j), opt_.dv, value_scale(table, j),
+                  head_scale(1, layer, h));
       }
     }
     lc.index.append(n);
@@ -216,12 +232,16 @@ class kv_pool {
         for (n = 1; n < most && kept[r + n] == src + n;) ++n;
         std::memmove(key_row(table, r), key_row(table, src), sizeof(T) * static_cast<std::size_t>(n * opt_.d));
         std::memmove(value_row(table, r), value_row(table, src), sizeof(T) * static_cast<std::size_t>(n * opt_.dv));
+        if (row_scales) {
+          std::memmove(key_scale(table, r), key_scale(table, src), sizeof(float) * static_cast<std::size_t>(n));
+          std::memmove(value_scale(table, r), value_scale(table, src), sizeof(float) * static_cast<std::size_t>(n));
+        }
         for (std::int64_t i = 0; i < n && opt_.rerotate; ++i) {
           const std::int64_t shift = r + i - lc.index.position(h, src + i);
           auto it = rotations.find(shift);
           if (it == rotations.end())
             it = rotations.emplace(shift, rope_rotation(static_cast<double>(shift), opt_.d, *opt_.rerotate)).first;
-          it->second.apply(key_row(table, r + i));
+          rotate_key(it->second, table, r + i, head_scale(0, layer, h));
         }
       }
       lc.index.retain(h, kept);
@@ -240,6 +260,8 @@ class kv_pool {
     out.indptr.assign(1, 0);
     out.indices.clear();
     out.last.clear();
+    out.k_heads.clear();
+    out.v_heads.clear();
     for (std::int64_t h = 0; h < opt_.hkv; ++h)
       for (const sequence_id s : ids) {
         const layer_cache& lc = sequences_[static_cast<std::size_t>(s)].layers[static_cast<std::size_t>(layer)];
@@ -249,19 +271,33 @@ class kv_pool {
         out.indices.insert(out.indices.end(), lc.pages[h].begin(), lc.pages[h].begin() + used);
         out.indptr.push_back(static_cast<std::int32_t>(out.indices.size()));
         out.last.push_back(static_cast<std::int32_t>(used > 0 ? len - (used - 1) * opt_.page_size : 0));
+        if (head_scales) {
+          out.k_heads.push_back(head_scale(0, layer, h));
+          out.v_heads.push_back(head_scale(1, layer, h));
+        }
       }
   }
 
   /// Keys and values of a gathered batch, one paged sequence per table entry.
   paged_kv<const T> keys(const kv_batch& b) const { return {pages_.keys(), b.table()}; }
   paged_kv<const T> values(const kv_batch& b) const { return {pages_.values(), b.table()}; }
+  /// Their scales (int8: every row's; fp8: each entry's head scale); empty for float types.
+  kv_scales key_scales(const kv_batch& b) const { return scales_of(pages_.key_scales(), b.k_heads, b); }
+  kv_scales value_scales(const kv_batch& b) const { return scales_of(pages_.value_scales(), b.v_heads, b); }
 
   /// Row j of head h of sequence s at `layer` (unchecked; for reading and tests).
   const T* key_row(sequence_id s, std::int64_t layer, std::int64_t h, std::int64_t j) const {
-    return key_row(sequences_[static_cast<std::size_t>(s)].layers[static_cast<std::size_t>(layer)].pages[h], j);
+    return key_row(table_of(s, layer, h), j);
   }
   const T* value_row(sequence_id s, std::int64_t layer, std::int64_t h, std::int64_t j) const {
-    return value_row(sequences_[static_cast<std::size_t>(s)].layers[static_cast<std::size_t>(layer)].pages[h], j);
+    return value_row(table_of(s, layer, h), j);
+  }
+  /// The dequantization scale of that row: its own (int8), its head's (fp8), 1 (float types).
+  float key_scale(sequence_id s, std::int64_t layer, std::int64_t h, std::int64_t j) const {
+    return row_scales ? *key_scale(table_of(s, layer, h), j) : head_scale(0, layer, h);
+  }
+  float value_scale(sequence_id s, std::int64_t layer, std::int64_t h, std::int64_t j) const {
+    return row_scales ? *value_scale(table_of(s, layer, h), j) : head_scale(1, layer, h);
   }
   /// Pages head h of sequence s holds at `layer`.
   std::int64_t pages_of(sequence_id s, std::int64_t layer, std::int64_t h) const {
@@ -294,16 +330,26 @@ class kv_pool {
     ATTNKIT_CHECK(!opt.rerotate || opt.positions == position_mode::in_cache, fn,
                   ": rerotate needs positions = in_cache (original positions never move)");
     if (opt.rerotate) detail::check_rope(fn, *opt.rerotate, opt.d);
+    for (const std::vector<float>* sc : {&opt.k_scales, &opt.v_scales}) {
+      const char* name = sc == &opt.k_scales ? "k_scales" : "v_scales";
+      ATTNKIT_CHECK(sc->empty() || (head_scales && static_cast<std::int64_t>(sc->size()) == opt.layers * opt.hkv), fn,
+                    ": ", name, " must be empty or, for an fp8 pool, hold layers * hkv = ", opt.layers * opt.hkv,
+                    " scales; got ", sc->size(), " for a ", dtype_name<T>(), " pool");
+      for (std::size_t x = 0; x < sc->size(); ++x)
+        ATTNKIT_CHECK(std::isfinite((*sc)[x]) && (*sc)[x] > 0.0f, fn, ": ", name, "[", x,
+                      "] must be finite and > 0, got ", (*sc)[x]);
+    }
     return opt;
   }
 
-  T* checked_memory(void* memory, std::size_t bytes) const {
+  void* checked_memory(void* memory, std::size_t bytes) const {
     if (!memory) return nullptr;
     const std::size_t need = detail::page_pool<T>::bytes(opt_.num_pages, opt_.page_size, opt_.d, opt_.dv);
+    constexpr std::size_t align = detail::page_pool<T>::alignment;
     ATTNKIT_CHECK(bytes >= need, "kv_pool: the memory given holds ", bytes, " bytes, the pool needs ", need);
-    ATTNKIT_CHECK(reinterpret_cast<std::uintptr_t>(memory) % alignof(T) == 0,
-                  "kv_pool: the memory given must be aligned to ", alignof(T), " bytes");
-    return static_cast<T*>(memory);
+    ATTNKIT_CHECK(reinterpret_cast<std::uintptr_t>(memory) % align == 0, "kv_pool: the memory given must be aligned to ",
+                  align, " bytes");
+    return memory;
   }
 
   void check_live(const char* fn, sequence_id s) const {
@@ -376,18 +422,75 @@ class kv_pool {
     return pages_.value_row(table[j / opt_.page_size], j % opt_.page_size);
   }
 
+  const std::vector<std::int32_t>& table_of(sequence_id s, std::int64_t layer, std::int64_t h) const {
+    return sequences_[static_cast<std::size_t>(s)].layers[static_cast<std::size_t>(layer)].pages[h];
+  }
+  float* key_scale(const std::vector<std::int32_t>& table, std::int64_t j) const {
+    return row_scales ? pages_.key_scale(table[j / opt_.page_size], j % opt_.page_size) : nullptr;
+  }
+  float* value_scale(const std::vector<std::int32_t>& table, std::int64_t j) const {
+    return row_scales ? pages_.value_scale(table[j / opt_.page_size], j % opt_.page_size) : nullptr;
+  }
+  /// fp8: the scale of KV head h at `layer` (which 0: keys, 1: values); 1 for other types.
+  float head_scale(int which, std::int64_t layer, std::int64_t h) const {
+    const std::vector<float>& sc = which == 0 ? opt_.k_scales : opt_.v_scales;
+    return sc.empty() ? 1.0f : sc[static_cast<std::size_t>(layer * opt_.hkv + h)];
+  }
+
+  kv_scales scales_of(tensor_view<const float, 3> rows, const std::vector<float>& heads, const kv_batch& b) const {
+    kv_scales sc;
+    if (row_scales) sc.rows = rows;
+    if (head_scales) sc.heads = tensor_view<const float, 2>(heads.data(), {b.sequences * b.heads, 1});
+    return sc;
+  }
+
+  /// int8 rows must be finite (no int8 code for NaN or inf): checked before anything changes.
+  template <class U, class W>
+  static void check_finite(const char* fn, const tensor_view<U, 3>& k, const tensor_view<W, 3>& v) {
+    const auto check = [&](const auto& t, const char* name) {
+      for (std::int64_t h = 0; h < t.extent(0); ++h)
+        for (std::int64_t i = 0; i < t.extent(1); ++i)
+          for (std::int64_t x = 0; x < t.extent(2); ++x)
+            ATTNKIT_CHECK(std::isfinite(to_float(t(h, i, x))), fn, ": ", name, "(", h, ", ", i, ", ", x, ") is ",
+                          to_float(t(h, i, x)), "; an int8 pool holds finite values only");
+    };
+    check(k, "k");
+    check(v, "v");
+  }
+
+  /// Stores a row of any element type: converted, or quantized (int8 writes its scale to *scale).
   template <class U>
-  static void copy_row(const U* src, std::int64_t stride, T* dst, std::int64_t n) {
-    if constexpr (std::is_same_v<std::remove_const_t<U>, T>) {
-      if (stride == 1) return static_cast<void>(std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(n)));
+  static void store_row(const U* src, std::int64_t stride, T* dst, std::int64_t n, float* scale, float head) {
+    if constexpr (is_quantized_v<T>) {
+      const float s = detail::quantize_row<T>("kv_pool::append", src, stride, n, dst, head);
+      if (row_scales) *scale = s;
+    } else {
+      if constexpr (std::is_same_v<std::remove_const_t<U>, T>) {
+        if (stride == 1) return static_cast<void>(std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(n)));
+      }
+      for (std::int64_t x = 0; x < n; ++x) dst[x] = from_float<T>(to_float(src[x * stride]));
     }
-    for (std::int64_t x = 0; x < n; ++x) dst[x] = from_float<T>(to_float(src[x * stride]));
+  }
+
+  /// Rotates key row j in place; a quantized key goes through fp32 and is quantized again.
+  void rotate_key(const rope_rotation& rot, const std::vector<std::int32_t>& table, std::int64_t j, float head) {
+    if constexpr (is_quantized_v<T>) {
+      std::vector<float>& row = rotate_buffer_;
+      row.resize(static_cast<std::size_t>(opt_.d));
+      const float s = row_scales ? *key_scale(table, j) : head;
+      for (std::int64_t x = 0; x < opt_.d; ++x) row[x] = to_float(key_row(table, j)[x]) * s;
+      rot.apply(row.data());
+      store_row(row.data(), 1, key_row(table, j), opt_.d, key_scale(table, j), head);
+    } else {
+      rot.apply(key_row(table, j));
+    }
   }
 
   kv_pool_options opt_;
   detail::page_pool<T> pages_;
   std::vector<sequence> sequences_;     // by id
   std::vector<sequence_id> free_ids_;  // ids not in use
+  std::vector<float> rotate_buffer_;   // a quantized key on its way through rope_rotation
 };
 
 ATTNKIT_END_NAMESPACE

@@ -84,8 +84,8 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
           simd::prefetch_row(v.row(b, hk, j0 + c + prefetch_distance), dv);
         }
         if (c < cols) {
-          simd::widen_row<Arch>(k.row(b, hk, j0 + c), d, kb + c * dp, dp);
-          simd::widen_row<Arch>(v.row(b, hk, j0 + c), dv, vb + c * dvp, dvp);
+          simd::widen_row<Arch>(k.row(b, hk, j0 + c), d, kb + c * dp, dp, k.scale(b, hk, j0 + c));
+          simd::widen_row<Arch>(v.row(b, hk, j0 + c), dv, vb + c * dvp, dvp, v.scale(b, hk, j0 + c));
         } else {
           std::fill(kb + c * dp, kb + (c + 1) * dp, 0.0f);
           std::fill(vb + c * dvp, vb + (c + 1) * dvp, 0.0f);

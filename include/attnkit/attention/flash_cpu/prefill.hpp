@@ -50,7 +50,7 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
       for (std::int64_t c = 0; c < KT; ++c) {
         const std::int64_t j = t * KT + c;
         if (j < len) {
-          simd::widen_row<Arch>(k.row(b, hk, j), d, row, d);
+          simd::widen_row<Arch>(k.row(b, hk, j), d, row, d, k.scale(b, hk, j));
           for (std::int64_t x = 0; x < d; ++x) kt[x * KT + c] = row[x];
         } else {
           for (std::int64_t x = 0; x < d; ++x) kt[x * KT + c] = 0.0f;
@@ -58,7 +58,7 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
         if (plan.pack_v) {
           float* vr = vp_all + (hp * plan.tiles * KT + j) * dvp;
           if (j < len)
-            simd::widen_row<Arch>(v.row(b, hk, j), dv, vr, dvp);
+            simd::widen_row<Arch>(v.row(b, hk, j), dv, vr, dvp, v.scale(b, hk, j));
           else
             std::fill(vr, vr + dvp, 0.0f);
         }
