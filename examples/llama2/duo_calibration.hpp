@@ -84,6 +84,19 @@ inline std::vector<int> calibration_text(const model& m, const tokenizer& tok) {
   return text;
 }
 
+/// fp8 e4m3 scales per (layer, KV head), as engines calibrate them: the
+/// largest |k| and |v| over the calibration text (full f32 cache, one
+/// prefill) mapped onto e4m3's largest value, 448.
+inline void calibrate_fp8(const model& m, const tokenizer& tok, policy_spec& spec) {
+  engine e(m, policy_spec{});
+  e.forward(calibration_text(m, tok));
+  const auto [k, v] = e.kv_absmax();
+  spec.k_scales = k;
+  spec.v_scales = v;
+  for (float& x : spec.k_scales) x = std::max(x / 448.0f, 1e-30f);
+  for (float& x : spec.v_scales) x = std::max(x / 448.0f, 1e-30f);
+}
+
 /// The retrieval flags (layers, KV heads) for budget B by the rule above.
 inline std::vector<char> duo_retrieval_heads(const model& m, const tokenizer& tok, std::int64_t budget) {
   if (budget <= policy_spec::sinks || budget >= m.cfg.seq_len)

@@ -13,8 +13,10 @@
 #include <Eigen/Core>
 #include <attnkit/attnkit.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -49,6 +51,22 @@ class engine {
   const token_index& index(int layer, std::int64_t s = 0) const {
     return std::visit([&](const auto& p) -> const token_index& { return p.index(ids_[s], layer); }, pool_);
   }
+  /// The largest |k| and |v| sequence 0 holds, per (layer, KV head), layer-major:
+  /// what fp8 scales are calibrated from (an f32 cache; others read as 0).
+  std::pair<std::vector<float>, std::vector<float>> kv_absmax() const {
+    const config& c = m_.cfg;
+    std::vector<float> k(std::size_t(c.n_layers * c.n_kv_heads)), v(k.size());
+    if (const auto* p = std::get_if<kv_pool<float>>(&pool_))
+      for (int l = 0; l < c.n_layers; ++l)
+        for (int h = 0; h < c.n_kv_heads; ++h)
+          for (std::int64_t j = 0; j < index(l).length(h); ++j)
+            for (int x = 0; x < c.head_size(); ++x) {
+              k[l * c.n_kv_heads + h] = std::max(k[l * c.n_kv_heads + h], std::abs(p->key_row(ids_[0], l, h, j)[x]));
+              v[l * c.n_kv_heads + h] = std::max(v[l * c.n_kv_heads + h], std::abs(p->value_row(ids_[0], l, h, j)[x]));
+            }
+    return {k, v};
+  }
+
   /// Tokens sequence s has run so far.
   std::int64_t seen(std::int64_t s = 0) const { return index(0, s).seen(); }
 

@@ -101,9 +101,11 @@ struct eval_report {
 };
 
 /// The policies in table order, each at every budget, the whole list once per
-/// cache storage type (f32 first: the reference); Duo's heads come from the profile.
+/// cache storage type (f32 first: the reference); Duo's heads come from the
+/// profile, fp8's scales from `fp8` (calibrate_fp8).
 inline std::vector<std::pair<std::string, policy_spec>> eval_policies(const eval_setup& setup,
-                                                                      const attention_profile& profile) {
+                                                                      const attention_profile& profile,
+                                                                      const policy_spec& fp8) {
   const std::vector<std::pair<std::string, float>> policies{
       {"streaming", 0.0f}, {"h2o", 0.0f},  {"a2sf-0.9", 0.9f}, {"a2sf-0.99", 0.99f},
       {"a2sf-1", 1.0f},    {"tova", 0.0f}, {"snapkv", 0.0f},   {"duo", 0.0f}};
@@ -111,10 +113,11 @@ inline std::vector<std::pair<std::string, policy_spec>> eval_policies(const eval
   for (const std::string& kv : setup.kv_types) {
     policy_spec full;
     full.kv = kv;
+    if (kv == "fp8") full.k_scales = fp8.k_scales, full.v_scales = fp8.v_scales;
     runs.emplace_back("full", full);
     for (const auto& [label, alpha] : policies)
       for (std::size_t b = 0; b < setup.budgets.size(); ++b) {
-        policy_spec s{label.substr(0, label.find('-')), setup.budgets[b], alpha, {}, kv};
+        policy_spec s{label.substr(0, label.find('-')), setup.budgets[b], alpha, {}, kv, full.k_scales, full.v_scales};
         if (s.name == "duo") s.retrieval = duo_heads::by_sparsity(profile.gates(b), duo_sparsity).retrieval;
         runs.emplace_back(label, s);
       }
@@ -149,7 +152,9 @@ inline eval_report run_evaluation(const model& m, const tokenizer& tok, const ev
 
   std::vector<std::vector<int>> full_argmax;
   std::map<int, double> kept, seen;  // H2O's rows past its window, and every token it could have kept
-  for (const auto& [label, spec] : eval_policies(setup, rep.profile)) {
+  policy_spec fp8;
+  calibrate_fp8(m, tok, fp8);
+  for (const auto& [label, spec] : eval_policies(setup, rep.profile, fp8)) {
     eval_row row{label, spec.budget, spec.kv};
     double seconds = 0, agree = 0;
     std::int64_t steps = 0, scored = 0;

@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     spec.alpha = std::stof(flag(flags, "--alpha", "0"));
     spec.kv = flag(flags, "--kv", "f32");
     if (spec.name == "duo") spec.retrieval = duo_retrieval_heads(m, tok, spec.budget);
+    if (spec.kv == "fp8") calibrate_fp8(m, tok, spec);
     const float temperature = std::stof(flag(flags, "--temperature", "1"));
     if (!(temperature >= 0.0f)) throw std::invalid_argument("--temperature must be >= 0");
     const auto seed = std::stoull(flag(flags, "--seed", std::to_string(std::time(nullptr))));

@@ -46,6 +46,7 @@ struct policy_spec {
   float alpha = 0.0f;            ///< a2sf's forgetting factor
   std::vector<char> retrieval;   ///< duo: (layers, kv heads), 1 = keeps the full cache
   std::string kv = "f32";        ///< the cache's storage: f32, int8 (a scale per row) or fp8 (e4m3, a scale per head)
+  std::vector<float> k_scales{}, v_scales{};  ///< fp8: per (layer, KV head) (calibrate_fp8); empty: 1
 
   static constexpr std::int64_t sinks = 4;  ///< StreamingLLM's default, also Duo's streaming heads here
 };
@@ -101,9 +102,9 @@ inline kv_pool_options pool_options(const policy_spec& s, const config& c, std::
     o.positions = position_mode::in_cache;
     o.rerotate = model_rope();
   }
-  if (s.kv == "fp8") {  // e4m3 with a scale of 1: this model's keys and values sit well inside [2^-6, 448]
-    o.k_scales.assign(std::size_t(c.n_layers * c.n_kv_heads), 1.0f);
-    o.v_scales = o.k_scales;
+  if (s.kv == "fp8") {
+    o.k_scales = s.k_scales;
+    o.v_scales = s.v_scales;
   }
   return o;
 }

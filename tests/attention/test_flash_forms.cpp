@@ -17,20 +17,13 @@
 #include "support/attention_case.hpp"
 #include "support/compare.hpp"
 #include "support/cpu_archs.hpp"
+#include "support/every_backend.hpp"
 #include "support/expect_error.hpp"
 #include "support/paged_copy.hpp"
 #include "support/seeded.hpp"
 
 namespace attnkit::test {
 namespace {
-
-/// f(backend) on the reference backend and on this binary's cpu<Arch> (two threads).
-template <class F>
-void on_every_backend(F&& f) {
-  f(reference{});
-  for (cpu_arch a : compiled_cpu_archs())
-    with_cpu_arch(a, [&](auto arch) { f(cpu<decltype(arch)>{two_threads()}); });
-}
 
 /// Keys [j0, j1) of a (b, h, s, d) view.
 template <class T>

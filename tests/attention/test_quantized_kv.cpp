@@ -19,6 +19,7 @@
 #include "support/attention_case.hpp"
 #include "support/compare.hpp"
 #include "support/cpu_archs.hpp"
+#include "support/every_backend.hpp"
 #include "support/expect_error.hpp"
 #include "support/paged_copy.hpp"
 #include "support/quantized_kv.hpp"
@@ -26,13 +27,6 @@
 
 namespace attnkit::test {
 namespace {
-
-template <class F>
-void on_every_backend(F&& f) {
-  f(reference{});
-  for (cpu_arch a : compiled_cpu_archs())
-    with_cpu_arch(a, [&](auto arch) { f(cpu<decltype(arch)>{two_threads()}); });
-}
 
 /// A random float q (b, hq, sq, d).
 tensor<float, 4> random_q(std::int64_t b, std::int64_t hq, std::int64_t sq, std::int64_t d, std::mt19937_64& rng) {
@@ -74,9 +68,11 @@ TEST(QuantizedKv, EveryTypeEqualsTheOracleOverItsValues) {
   seeded_rng seeded;
   // Prefill (many rows), decode with GQA (one row, keys split into chunks), and
   // awkward head dims: 80 is not a multiple of the AVX-512 lanes, 7 of any.
+  // One row per KV head (no GQA) decodes straight from memory (decode_tile_direct).
   const problem prefill{2, 4, 2, 37, 77, 80, 64}, decode{2, 8, 2, 1, 1100, 128, 128}, odd{1, 3, 1, 9, 31, 7, 7};
+  const problem one_row{2, 2, 2, 1, 1100, 64, 128};
   on_every_backend([&](auto backend) {
-    for (const problem& pr : {prefill, decode, odd})
+    for (const problem& pr : {prefill, decode, odd, one_row})
       for (mask_case m : {mask_case::none, mask_case::everything}) {
         expect_contiguous_matches<std::int8_t, std::int8_t>(pr, m, false, backend, seeded.rng);
         expect_contiguous_matches<std::int8_t, std::int8_t>(pr, m, true, backend, seeded.rng);
@@ -90,9 +86,9 @@ TEST(QuantizedKv, EveryTypeEqualsTheOracleOverItsValues) {
 /// A ragged batch over paged quantized K/V, decode rows and prefill chunks mixed,
 /// with key weights per KV head: each sequence against the oracle on its own.
 template <class T, class Backend>
-void expect_paged_ragged_matches(const Backend& backend, std::mt19937_64& rng) {
-  SCOPED_TRACE(std::string("kv ") + dtype_name<T>());
-  const std::int64_t hq = 4, hkv = 2, d = 64, group = hq / hkv;
+void expect_paged_ragged_matches(const Backend& backend, std::int64_t hq, std::mt19937_64& rng) {
+  SCOPED_TRACE(std::string("kv ") + dtype_name<T>() + " hq " + std::to_string(hq));
+  const std::int64_t hkv = 2, d = 64, group = hq / hkv;
   const std::vector<std::int64_t> lengths = {0, 45, 700, 33}, rows = {0, 1, 40, 2};
   const std::int64_t b = 4, longest = 700;
   const quantized_kv<T> k(b, hkv, longest, d, rng), v(b, hkv, longest, d, rng);
@@ -135,9 +131,11 @@ void expect_paged_ragged_matches(const Backend& backend, std::mt19937_64& rng) {
 TEST(QuantizedKv, PagedRaggedBatchWithKeyWeights) {
   seeded_rng seeded;
   on_every_backend([&](auto backend) {
-    expect_paged_ragged_matches<std::int8_t>(backend, seeded.rng);
-    expect_paged_ragged_matches<fp8_e4m3>(backend, seeded.rng);
-    expect_paged_ragged_matches<fp8_e5m2>(backend, seeded.rng);
+    for (std::int64_t hq : {2, 4}) {  // hq 2: the decode rows of one query row each go direct
+      expect_paged_ragged_matches<std::int8_t>(backend, hq, seeded.rng);
+      expect_paged_ragged_matches<fp8_e4m3>(backend, hq, seeded.rng);
+      expect_paged_ragged_matches<fp8_e5m2>(backend, hq, seeded.rng);
+    }
   });
 }
 
@@ -167,15 +165,17 @@ TEST(QuantizedKv, EveryFp8CodeDecodesExactlyInTheKernels) {
     for (std::int64_t j = 0; j < skv; ++j)
       for (std::int64_t x = 0; x < d; ++x) kf(0, 0, j, x) *= head_scale;
     std::vector<float> kh = {head_scale};
-    const tensor<float, 4> q = random_q(1, 1, 3, d, seeded.rng);
-    tensor<float, 4> o({1, 1, 3, d}, std::nanf(""));
-    auto a = make_attention_args(q.cview(), k.cview(), v.cview(), o.view());
-    a.k.scales.heads = tensor_view<const float, 2>(kh.data(), {1, 1});
-    a.v.scales.heads = tensor_view<const float, 2>(heads.data(), {1, 1});
-    flash_attention(a, backend);
-    const reference_result ref = reference_attention(q.cview(), kf.cview(), vf.cview(), a.params);
-    const error_stats e = compare_output(o.cview(), ref);
-    EXPECT_TRUE(e.within(1e-5)) << dtype_name<T>() << " rel_l2 " << e.rel_l2 << " max_abs " << e.max_abs;
+    for (std::int64_t sq : {1, 3}) {  // one row decodes straight from memory, three through fp32 tiles
+      const tensor<float, 4> q = random_q(1, 1, sq, d, seeded.rng);
+      tensor<float, 4> o({1, 1, sq, d}, std::nanf(""));
+      auto a = make_attention_args(q.cview(), k.cview(), v.cview(), o.view());
+      a.k.scales.heads = tensor_view<const float, 2>(kh.data(), {1, 1});
+      a.v.scales.heads = tensor_view<const float, 2>(heads.data(), {1, 1});
+      flash_attention(a, backend);
+      const reference_result ref = reference_attention(q.cview(), kf.cview(), vf.cview(), a.params);
+      const error_stats e = compare_output(o.cview(), ref);
+      EXPECT_TRUE(e.within(1e-5)) << dtype_name<T>() << " sq " << sq << " rel_l2 " << e.rel_l2;
+    }
   };
   on_every_backend([&](auto backend) {
     run(fp8_e4m3{}, backend);

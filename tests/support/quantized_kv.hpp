@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <numeric>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "attnkit/core/paged_view.hpp"
 #include "attnkit/core/tensor.hpp"
 #include "attnkit/kv/quantize.hpp"
+#include "support/paged_copy.hpp"
 
 namespace attnkit::test {
 
@@ -111,40 +111,28 @@ struct quantized_kv {
 /// paged alongside (int8) or its head scales per sequence (fp8).
 template <class T>
 struct quantized_pages {
-  tensor<T, 4> pool{{1, 1, 1, 1}};          // (num_pages, hkv, page_size, d)
-  tensor<float, 3> rows{{1, 1, 1}};         // int8: (num_pages, hkv, page_size)
-  std::vector<std::int32_t> indptr, indices, last;
+  tensor<T, 4> pool{{1, 1, 1, 1}};   // (num_pages, hkv, page_size, d)
+  tensor<float, 3> rows{{1, 1, 1}};  // int8: (num_pages, hkv, page_size)
+  shuffled_table table;
   paged_kv<const T> view;
   kv_scales scales;
 
   quantized_pages(const quantized_kv<T>& src, const std::vector<std::int64_t>& lengths, std::int64_t page_size,
-                  std::mt19937_64& rng) {
+                  std::mt19937_64& rng)
+      : table(lengths, page_size, rng) {
     const std::int64_t b = src.data.extent(0), hkv = src.data.extent(1), d = src.data.extent(3);
-    indptr.push_back(0);
-    for (std::int64_t i = 0; i < b; ++i) {
-      const std::int64_t pages = (lengths[i] + page_size - 1) / page_size;
-      indptr.push_back(static_cast<std::int32_t>(indptr.back() + pages));
-      last.push_back(static_cast<std::int32_t>(pages == 0 ? 0 : lengths[i] - (pages - 1) * page_size));
-    }
-    const std::int64_t used = indptr.back(), num_pages = used + 3;  // a few pages nobody uses
-    std::vector<std::int32_t> ids(num_pages);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    indices.assign(ids.begin(), ids.begin() + used);
-    pool = tensor<T, 4>({num_pages, hkv, page_size, d});
+    pool = tensor<T, 4>({table.num_pages, hkv, page_size, d});
     std::fill_n(reinterpret_cast<unsigned char*>(pool.data()), pool.size() * sizeof(T), 0x7f);  // NaN / 127 in unused slots
-    rows = tensor<float, 3>({num_pages, hkv, page_size}, std::numeric_limits<float>::quiet_NaN());
+    rows = tensor<float, 3>({table.num_pages, hkv, page_size}, std::numeric_limits<float>::quiet_NaN());
     for (std::int64_t i = 0; i < b; ++i)
       for (std::int64_t h = 0; h < hkv; ++h)
         for (std::int64_t j = 0; j < lengths[i]; ++j) {
-          const std::int64_t p = indices[indptr[i] + j / page_size], slot = j % page_size;
+          const std::int64_t p = table.page(i, j, page_size), slot = j % page_size;
           for (std::int64_t x = 0; x < d; ++x) pool(p, h, slot, x) = src.data(i, h, j, x);
           rows(p, h, slot) = static_cast<float>(src.scale(i, h, j));
         }
     view.pages = pool.cview();
-    view.table.indptr = tensor_view<const std::int32_t, 1>(indptr.data(), {b + 1});
-    view.table.indices = tensor_view<const std::int32_t, 1>(indices.data(), {used});
-    view.table.last_page_len = tensor_view<const std::int32_t, 1>(last.data(), {b});
+    view.table = table.view();
     if constexpr (std::is_same_v<T, std::int8_t>)
       scales.rows = rows.cview();
     else

@@ -48,6 +48,17 @@ struct strided_kv {
   }
   /// Row j's values are to_float(row(b, h, j)[x]) * scale(b, h, j).
   float scale(std::int64_t b, std::int64_t h, std::int64_t j) const { return row_scale<T>(scales, b, h, b, j); }
+  /// out[0, n) = the scales of rows [j0, j0 + n).
+  void scale_run(std::int64_t b, std::int64_t h, std::int64_t j0, std::int64_t n, float* out) const {
+    if constexpr (std::is_same_v<std::remove_const_t<T>, std::int8_t>) {
+      if (scales.rows.data_handle()) {
+        const float* p = &scales.rows(b, h, j0);
+        for (std::int64_t i = 0; i < n; ++i) out[i] = p[i * scales.rows.stride(2)];
+        return;
+      }
+    }
+    for (std::int64_t i = 0; i < n; ++i) out[i] = scale(b, h, j0 + i);
+  }
 };
 
 /// A paged K or V with its scales: what the kernels read.
@@ -61,6 +72,22 @@ struct paged_rows : paged_kv<T> {
       const std::int64_t ps = this->page_size();
       return row_scale<T>(scales, b, h, this->table.indices(this->table.indptr(b) + j / ps), j % ps);
     }
+  }
+  /// out[0, n) = the scales of rows [j0, j0 + n): one table lookup per page.
+  void scale_run(std::int64_t b, std::int64_t h, std::int64_t j0, std::int64_t n, float* out) const {
+    if constexpr (std::is_same_v<std::remove_const_t<T>, std::int8_t>) {
+      if (scales.rows.data_handle()) {
+        const std::int64_t ps = this->page_size();
+        for (std::int64_t i = 0; i < n;) {
+          const std::int64_t j = j0 + i, slot = j % ps, run = std::min(n - i, ps - slot);
+          const float* p = &scales.rows(this->table.indices(this->table.indptr(b) + j / ps), h, slot);
+          for (std::int64_t x = 0; x < run; ++x) out[i + x] = p[x * scales.rows.stride(2)];
+          i += run;
+        }
+        return;
+      }
+    }
+    for (std::int64_t i = 0; i < n; ++i) out[i] = scale(b, h, j0 + i);
   }
 };
 

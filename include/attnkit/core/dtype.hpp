@@ -161,39 +161,34 @@ struct bfloat16 {
   ATTNKIT_HOST_DEVICE explicit operator float() const { return detail::bf16_bits_to_float(bits); }
 };
 
-/// fp8 e4m3 storage (E4M3FN): 1 sign, 4 exponent (bias 7) and 3 mantissa bits.
-struct fp8_e4m3 {
+/// fp8 storage of one format: one byte, widened exactly (to_float) and narrowed
+/// by the rule above (the explicit constructor).
+template <class Format>
+struct fp8_storage {
   std::uint8_t bits;
 
-  fp8_e4m3() = default;
-  ATTNKIT_HOST_DEVICE explicit fp8_e4m3(float f) : bits(detail::e4m3_format::encode(f)) {}
-  ATTNKIT_HOST_DEVICE static fp8_e4m3 from_bits(std::uint8_t b) {
-    fp8_e4m3 x;
+  fp8_storage() = default;
+  ATTNKIT_HOST_DEVICE explicit fp8_storage(float f) : bits(Format::encode(f)) {}
+  ATTNKIT_HOST_DEVICE static fp8_storage from_bits(std::uint8_t b) {
+    fp8_storage x;
     x.bits = b;
     return x;
   }
-  ATTNKIT_HOST_DEVICE explicit operator float() const { return detail::e4m3_format::decode(bits); }
+  ATTNKIT_HOST_DEVICE explicit operator float() const { return Format::decode(bits); }
 };
 
-/// fp8 e5m2 storage: 1 sign, 5 exponent (bias 15) and 2 mantissa bits, the top byte of a binary16.
-struct fp8_e5m2 {
-  std::uint8_t bits;
-
-  fp8_e5m2() = default;
-  ATTNKIT_HOST_DEVICE explicit fp8_e5m2(float f) : bits(detail::e5m2_format::encode(f)) {}
-  ATTNKIT_HOST_DEVICE static fp8_e5m2 from_bits(std::uint8_t b) {
-    fp8_e5m2 x;
-    x.bits = b;
-    return x;
-  }
-  ATTNKIT_HOST_DEVICE explicit operator float() const { return detail::e5m2_format::decode(bits); }
-};
+/// fp8 e4m3 (E4M3FN): 1 sign, 4 exponent (bias 7) and 3 mantissa bits.
+using fp8_e4m3 = fp8_storage<detail::e4m3_format>;
+/// fp8 e5m2: 1 sign, 5 exponent (bias 15) and 2 mantissa bits, the top byte of a binary16.
+using fp8_e5m2 = fp8_storage<detail::e5m2_format>;
 
 ATTNKIT_HOST_DEVICE inline float to_float(float x) { return x; }
 ATTNKIT_HOST_DEVICE inline float to_float(half x) { return detail::half_bits_to_float(x.bits); }
 ATTNKIT_HOST_DEVICE inline float to_float(bfloat16 x) { return detail::bf16_bits_to_float(x.bits); }
-ATTNKIT_HOST_DEVICE inline float to_float(fp8_e4m3 x) { return detail::e4m3_format::decode(x.bits); }
-ATTNKIT_HOST_DEVICE inline float to_float(fp8_e5m2 x) { return detail::e5m2_format::decode(x.bits); }
+template <class Format>
+ATTNKIT_HOST_DEVICE float to_float(fp8_storage<Format> x) {
+  return Format::decode(x.bits);
+}
 /// An int8 KV value as a float: the integer, before its scale. (A template, so
 /// that other arithmetic types still convert through to_float(float) alone.)
 template <class T, std::enable_if_t<std::is_same_v<T, std::int8_t>, int> = 0>

@@ -19,7 +19,9 @@
 // quantize on append (kv/quantize.hpp's rules): int8 keeps each row's scale
 // beside it in the page, fp8 takes one scale per (layer, KV head) from the
 // options. Compaction and copy on write move rows with their scales; a
-// re-rotated int8 or fp8 key is dequantized, rotated and quantized again.
+// re-rotated int8 or fp8 key is dequantized, rotated and quantized again, so
+// the rounding compounds with each move (a key moved at every step drifts:
+// quantized caches suit original positions, or eviction in batches).
 //
 // A page holds one KV head's rows (not every head's): heads that keep
 // different rows take pages independently, and eviction returns whole pages.

@@ -57,9 +57,10 @@ ATTNKIT_INLINE fbatch<Arch> widen(const fp8_e5m2* p, const xsimd::avx512f&) {
 }
 template <class Arch>
 ATTNKIT_INLINE fbatch<Arch> widen(const fp8_e4m3* p, const xsimd::avx512f&) {
-  const __m256i u = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(u, _mm256_set1_epi16(0x7f)), 7),
-                                    _mm256_slli_epi16(_mm256_and_si256(u, _mm256_set1_epi16(0x80)), 8));
+  // Sign-extended to 16 bits and shifted by 7, the sign lands on bit 15 and a
+  // copy of it on bit 14, which the mask clears: S0EEEEMMM0000000.
+  const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i h = _mm256_and_si256(_mm256_slli_epi16(s, 7), _mm256_set1_epi16(static_cast<short>(0xbf80)));
   return e4m3_nan<Arch>(fbatch<Arch>(_mm512_cvtph_ps(h)) * fbatch<Arch>(256.0f));
 }
 #endif
@@ -77,9 +78,8 @@ ATTNKIT_INLINE fbatch<Arch> widen(const fp8_e5m2* p, const xsimd::avx2&) {
 }
 template <class Arch>
 ATTNKIT_INLINE fbatch<Arch> widen(const fp8_e4m3* p, const xsimd::avx2&) {
-  const __m128i u = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(u, _mm_set1_epi16(0x7f)), 7),
-                                 _mm_slli_epi16(_mm_and_si128(u, _mm_set1_epi16(0x80)), 8));
+  const __m128i s = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));  // as for AVX-512
+  const __m128i h = _mm_and_si128(_mm_slli_epi16(s, 7), _mm_set1_epi16(static_cast<short>(0xbf80)));
   return e4m3_nan<Arch>(fbatch<Arch>(_mm256_cvtph_ps(h)) * fbatch<Arch>(256.0f));
 }
 template <class Arch>
