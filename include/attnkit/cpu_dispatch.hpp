@@ -61,7 +61,7 @@ enum class op : int {
   based,
   based_workspace,
 };
-enum class dtype : int { f32, f16, bf16, i8, e4m3, e5m2, other };
+enum class dtype : int { f32, f16, bf16, i8, e4m3, e5m2, other };  // order: dispatch_elements (cpu_dispatch_arch.hpp)
 
 template <dtype... Ts>
 struct types {};

@@ -39,34 +39,10 @@ struct isa_arch<dispatch_abi::isa::avx512> {
   using type = xsimd::avx512bw;
 };
 
+/// The element type of each dispatch_abi::dtype, in the enum's order.
+using dispatch_elements = std::tuple<float, half, bfloat16, std::int8_t, fp8_e4m3, fp8_e5m2>;
 template <dispatch_abi::dtype D>
-struct element;
-template <>
-struct element<dispatch_abi::dtype::f32> {
-  using type = float;
-};
-template <>
-struct element<dispatch_abi::dtype::f16> {
-  using type = half;
-};
-template <>
-struct element<dispatch_abi::dtype::bf16> {
-  using type = bfloat16;
-};
-template <>
-struct element<dispatch_abi::dtype::i8> {
-  using type = std::int8_t;
-};
-template <>
-struct element<dispatch_abi::dtype::e4m3> {
-  using type = fp8_e4m3;
-};
-template <>
-struct element<dispatch_abi::dtype::e5m2> {
-  using type = fp8_e5m2;
-};
-template <dispatch_abi::dtype D>
-using element_t = typename element<D>::type;
+using element_t = std::tuple_element_t<static_cast<std::size_t>(D), dispatch_elements>;
 
 /// The caller's argument struct, as this side's type of the same definition.
 template <class Args>

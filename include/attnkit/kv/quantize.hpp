@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -66,6 +67,20 @@ float quantize_row(const char* fn, const U* src, std::int64_t stride, std::int64
   }
 }
 
+/// src and dst (b, h, s, d), dst with unit stride on d, and scales whose R
+/// extents are src's first R ("(b, h, s)" or "(b, h)").
+template <class U, class Q, class S, std::size_t R>
+void check_quantize_views(const char* fn, const tensor_view<U, 4>& src, const tensor_view<Q, 4>& dst,
+                          const tensor_view<S, R>& scales, const char* scales_shape) {
+  check_view(fn, "src", src, false);
+  check_view(fn, "dst", dst, true);
+  check_view(fn, "scales", scales, false);
+  for (std::size_t r = 0; r < 4; ++r)
+    ATTNKIT_CHECK(dst.extent(r) == src.extent(r) && (r >= R || scales.extent(r) == src.extent(r)), fn,
+                  ": dst (b, h, s, d) and scales ", scales_shape, " must match src's extents, extent(", r,
+                  ") differs");
+}
+
 }  // namespace detail
 
 /// int8 quantization of src (b, h, s, d), any element type, into dst (same
@@ -75,12 +90,7 @@ template <class U, class S>
 void quantize_int8(tensor_view<U, 4> src, tensor_view<std::int8_t, 4> dst, tensor_view<S, 3> scales) {
   constexpr const char* fn = "quantize_int8";
   static_assert(std::is_same_v<S, float> || std::is_same_v<S, half>, "int8 scales are float or half");
-  detail::check_view(fn, "src", src, false);
-  detail::check_view(fn, "dst", dst, true);
-  detail::check_view(fn, "scales", scales, false);
-  for (std::size_t r = 0; r < 4; ++r)
-    ATTNKIT_CHECK(dst.extent(r) == src.extent(r) && (r == 3 || scales.extent(r) == src.extent(r)), fn,
-                  ": dst (b, h, s, d) and scales (b, h, s) must match src's extents, extent(", r, ") differs");
+  detail::check_quantize_views(fn, src, dst, scales, "(b, h, s)");
   const std::int64_t d = src.extent(3);
   for (int pass = 0; pass < 2; ++pass)  // pass 0 checks every row, pass 1 writes
     for (std::int64_t b = 0; b < src.extent(0); ++b)
@@ -104,12 +114,7 @@ template <class U, class F8>
 void quantize_fp8(tensor_view<U, 4> src, tensor_view<F8, 4> dst, tensor_view<const float, 2> scales) {
   constexpr const char* fn = "quantize_fp8";
   static_assert(std::is_same_v<F8, fp8_e4m3> || std::is_same_v<F8, fp8_e5m2>, "dst holds fp8_e4m3 or fp8_e5m2");
-  detail::check_view(fn, "src", src, false);
-  detail::check_view(fn, "dst", dst, true);
-  detail::check_view(fn, "scales", scales, false);
-  for (std::size_t r = 0; r < 4; ++r)
-    ATTNKIT_CHECK(dst.extent(r) == src.extent(r) && (r > 1 || scales.extent(r) == src.extent(r)), fn,
-                  ": dst (b, h, s, d) and scales (b, h) must match src's extents, extent(", r, ") differs");
+  detail::check_quantize_views(fn, src, dst, scales, "(b, h)");
   for (std::int64_t b = 0; b < src.extent(0); ++b)
     for (std::int64_t h = 0; h < src.extent(1); ++h)
       ATTNKIT_CHECK(std::isfinite(scales(b, h)) && scales(b, h) > 0.0f, fn, ": scales(", b, ", ", h,
