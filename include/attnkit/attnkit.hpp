@@ -25,6 +25,9 @@
 #include "attnkit/attention/merge.hpp"
 #include "attnkit/attention/paged.hpp"
 #include "attnkit/attention/params.hpp"
+#include "attnkit/attention/sparse/hip.hpp"
+#include "attnkit/attention/sparse/layout.hpp"
+#include "attnkit/attention/sparse/quest.hpp"
 #include "attnkit/attention/variant.hpp"
 
 #include "attnkit/kv/cache.hpp"

@@ -53,6 +53,13 @@ inline const std::vector<mask_case>& all_mask_cases() {
   return all;
 }
 
+/// attention_params with causal masking and nothing else.
+inline attention_params causal_params() {
+  attention_params p;
+  p.causal = true;
+  return p;
+}
+
 /// attention_params for a mask case; per-head arrays live in `slopes` and `sinks`.
 inline attention_params make_params(mask_case m, const problem& pr, std::vector<float>& slopes,
                                     std::vector<float>& sinks, std::mt19937_64& rng) {

@@ -29,6 +29,7 @@
 
 #include "attnkit/attention/key_weights_arg.hpp"
 #include "attnkit/attention/params.hpp"
+#include "attnkit/attention/sparse/layout.hpp"
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/kv_scales.hpp"
 #include "attnkit/core/paged_view.hpp"
@@ -79,6 +80,7 @@ struct attention_args {
   tensor_view<const std::int64_t, 1> q_pos;         // (b) position of each sequence's first query row
   tensor_view<const std::int64_t, 1> k_pos;         // (b) position of each sequence's first key
   custom_mask mask;
+  block_sparse_layout sparse;  // sparse/layout.hpp: which key blocks each query block attends; unset: all
 };
 
 /// The largest calls an engine will make, for flash_attention_workspace_bound:

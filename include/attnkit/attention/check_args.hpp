@@ -13,6 +13,7 @@
 #include "attnkit/attention/key_weights.hpp"
 #include "attnkit/attention/paged.hpp"
 #include "attnkit/attention/schedule.hpp"
+#include "attnkit/attention/sparse/check_layout.hpp"
 #include "attnkit/attention/validate.hpp"
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/error.hpp"
@@ -162,15 +163,14 @@ checked_call check_args(const char* fn, const attention_args<TQ, TK, TV, TO>& a,
   for (std::int64_t b = 0; b < s.b; ++b) s.sq = std::max(s.sq, c.batch.rows(b));
   check_positions(fn, "q_pos", a.q_pos, s.b);
   check_positions(fn, "k_pos", a.k_pos, s.b);
-  if (a.k.is_paged)
-    check_spans(fn, c.batch, [&](std::int64_t b) { return a.k.paged.length(b); });
-  else
-    check_spans(fn, c.batch, [&](std::int64_t) { return s.skv; });
+  const auto length = [&](std::int64_t b) { return a.k.is_paged ? a.k.paged.length(b) : s.skv; };
+  check_spans(fn, c.batch, length);
   attention_shape params_shape = s;
   params_shape.skv = is_given(a.k_pos) ? position_limit - 1 : c.shortest;  // sinks are positions
   check_params(fn, a.params, params_shape);
   check_custom_mask(fn, a.mask, s.hq, ragged ? a.q.extent(2) : s.b * s.sq, s.skv);
   check_key_weights(fn, a.kw, s, ragged ? a.q.extent(2) : s.sq);
+  check_layout(fn, a.sparse, c.batch, s.hq, s.hq / s.hkv, length);
   return c;
 }
 

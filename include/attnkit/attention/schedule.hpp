@@ -108,6 +108,7 @@ struct attention_batch {
   std::int64_t inner = 0;  // ragged: sequences per block of q (cu's entries - 1)
   tensor_view<const std::int64_t, 1> cu, q_pos, k_pos;
   tensor_view<const std::uint8_t, 3> bits;
+  block_sparse_layout sparse;
 
   bool ragged() const { return is_given(cu); }
   std::int64_t rows(std::int64_t b) const { return ragged() ? cu(b % inner + 1) - cu(b % inner) : sq; }
@@ -128,10 +129,32 @@ struct attention_batch {
   /// The variant of query head h of sequence b, which holds skv keys.
   attention_variant variant(const attention_params& params, std::int64_t b, std::int64_t skv, std::int64_t d,
                             std::int64_t h) const {
-    if (!is_given(bits)) return make_variant(params, span(b, skv), d);
-    const std::uint8_t* row0_bits =
-        bits.data_handle() + (bits.extent(0) > 1 ? h : 0) * bits.stride(0) + packed_row0(b) * bits.stride(1);
-    return make_variant(params, span(b, skv), d, row0_bits, bits.stride(1));
+    attention_variant v = make_variant(params, span(b, skv), d);
+    if (is_given(bits)) {
+      v.mask.bits = bits.data_handle() + (bits.extent(0) > 1 ? h : 0) * bits.stride(0) + packed_row0(b) * bits.stride(1);
+      v.mask.bits_row = bits.stride(1);
+    }
+    if (sparse.given()) v.mask.sparse = blocks_of(b, h);
+    return v;
+  }
+
+  /// The layout's lists for query head h of sequence b.
+  sparse_blocks blocks_of(std::int64_t b, std::int64_t h) const {
+    sparse_blocks s;
+    s.indptr = &sparse.indptr(b, h / sparse.head_group, 0);
+    s.indptr_stride = sparse.indptr.stride(2);
+    s.indices = sparse.indices.data_handle();
+    s.indices_stride = sparse.indices.stride(0);
+    s.block_q = sparse.block_q;
+    s.block_k = sparse.block_k;
+    s.sinks = sparse.sinks;
+    s.window = sparse.window;
+    return s;
+  }
+
+  /// Whether the query heads of a GQA group of `group` heads may see different keys.
+  bool heads_differ(std::int64_t group) const {
+    return bits.extent(0) > 1 || (sparse.given() && sparse.head_group < group);
   }
 };
 
@@ -145,6 +168,7 @@ attention_batch batch_of(const attention_args<TQ, TK, TV, TO>& a) {
   ab.q_pos = a.q_pos;
   ab.k_pos = a.k_pos;
   ab.bits = a.mask.bits;
+  ab.sparse = a.sparse;
   return ab;
 }
 

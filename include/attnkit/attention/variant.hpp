@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "attnkit/attention/params.hpp"
+#include "attnkit/attention/sparse/layout.hpp"
 #include "attnkit/core/config.hpp"
 
 ATTNKIT_BEGIN_NAMESPACE
@@ -51,6 +52,9 @@ struct attention_mask {
   // whether row i sees key j; null: every key the band allows.
   const std::uint8_t* bits = nullptr;
   std::int64_t bits_row = 0;
+  // A block-sparse layout (sparse/layout.hpp): a key must also be listed for
+  // the row's query block, or be one of the layout's sinks or window keys.
+  sparse_blocks sparse;
 
   ATTNKIT_HOST_DEVICE std::int64_t position(std::int64_t i) const { return span.q_pos + i; }
   ATTNKIT_HOST_DEVICE std::int64_t key_position(std::int64_t j) const { return span.k_pos + j; }
@@ -61,7 +65,14 @@ struct attention_mask {
 
   ATTNKIT_HOST_DEVICE bool visible(std::int64_t i, std::int64_t j) const {
     const std::int64_t p = position(i), kp = key_position(j);
-    return kp - p <= right && (p - kp <= left || kp < sinks) && bit(i, j);
+    return kp - p <= right && (p - kp <= left || kp < sinks) && bit(i, j) && selected(i, j);
+  }
+
+  /// Whether the layout lets row i see key j (true without a layout).
+  ATTNKIT_HOST_DEVICE bool selected(std::int64_t i, std::int64_t j) const {
+    if (!sparse.given()) return true;
+    const std::int64_t p = position(i), kp = key_position(j);
+    return (kp <= p && (kp < sparse.sinks || p - kp < sparse.window)) || sparse.listed(i, j);
   }
 
   /// Keys [first, last] of row i that the band (windows, causal) allows, plus the
@@ -83,7 +94,11 @@ struct attention_mask {
   ATTNKIT_HOST_DEVICE tile_state classify(std::int64_t i0, std::int64_t i1, std::int64_t j0,
                                           std::int64_t j1) const {
     const tile_state band_state = classify_band(i0, i1, j0, j1);
-    if (band_state == tile_state::empty || !bits) return band_state;
+    if (band_state == tile_state::empty) return band_state;
+    const tile_state sparse_state = classify_sparse(i0, i1, j0, j1);
+    if (sparse_state == tile_state::empty) return sparse_state;
+    const tile_state both = sparse_state == tile_state::full ? band_state : tile_state::partial;
+    if (!bits) return both;
     bool any = false, all = true;
     for (std::int64_t i = i0; i < i1; ++i)
       for (std::int64_t j = j0; j < j1;) {
@@ -95,24 +110,48 @@ struct attention_mask {
         j = 8 * byte + 8;
       }
     if (!any) return tile_state::empty;
-    return all && band_state == tile_state::full ? tile_state::full : tile_state::partial;
+    return all && both == tile_state::full ? tile_state::full : tile_state::partial;
   }
 
-  /// classify without the bitmask.
+  /// classify without the bitmask and the layout.
   ATTNKIT_HOST_DEVICE tile_state classify_band(std::int64_t i0, std::int64_t i1, std::int64_t j0,
                                                std::int64_t j1) const {
-    if (i0 >= i1 || j0 >= j1) return tile_state::empty;
-    const std::int64_t p_first = position(i0), p_last = position(i1 - 1);
-    const std::int64_t k_first = key_position(j0), k_last = key_position(j1 - 1);
-    // k - p over the tile spans [k_first - p_last, k_last - p_first]; the band is [-left, right].
-    if (k_first - p_last > right) return tile_state::empty;
-    if (p_first - k_last > left && k_first >= sinks) return tile_state::empty;
-    const bool right_ok = k_last - p_first <= right;
-    const bool left_ok = k_last < sinks || p_last - (k_first > sinks ? k_first : sinks) <= left;
-    return right_ok && left_ok ? tile_state::full : tile_state::partial;
+    return classify_band(left, right, sinks, i0, i1, j0, j1);
+  }
+
+  /// classify by the layout alone: its sinks and window are a band (right edge
+  /// 0, left edge window - 1); its lists are exact per query block.
+  ATTNKIT_HOST_DEVICE tile_state classify_sparse(std::int64_t i0, std::int64_t i1, std::int64_t j0,
+                                                 std::int64_t j1) const {
+    if (!sparse.given()) return i0 < i1 && j0 < j1 ? tile_state::full : tile_state::empty;
+    const tile_state band_state = classify_band(sparse.window - 1, 0, sparse.sinks, i0, i1, j0, j1);
+    if (band_state == tile_state::full) return band_state;
+    const std::int64_t kb0 = j0 / sparse.block_k, kb1 = (j1 - 1) / sparse.block_k;
+    bool any = false, all = true;
+    for (std::int64_t qb = i0 / sparse.block_q; qb * sparse.block_q < i1; ++qb) {
+      const std::int64_t n = sparse.count(qb, kb0, kb1);
+      any = any || n > 0;
+      all = all && n == kb1 - kb0 + 1;
+    }
+    if (all) return tile_state::full;
+    return any || band_state == tile_state::partial ? tile_state::partial : tile_state::empty;
   }
 
  private:
+  /// rows [i0, i1) x keys [j0, j1) against a band: visible when k - p <= r and (p - k <= l or k < s).
+  ATTNKIT_HOST_DEVICE tile_state classify_band(std::int64_t l, std::int64_t r, std::int64_t s, std::int64_t i0,
+                                               std::int64_t i1, std::int64_t j0, std::int64_t j1) const {
+    if (i0 >= i1 || j0 >= j1) return tile_state::empty;
+    const std::int64_t p_first = position(i0), p_last = position(i1 - 1);
+    const std::int64_t k_first = key_position(j0), k_last = key_position(j1 - 1);
+    // k - p over the tile spans [k_first - p_last, k_last - p_first]; the band is [-l, r].
+    if (k_first - p_last > r) return tile_state::empty;
+    if (p_first - k_last > l && k_first >= s) return tile_state::empty;
+    const bool right_ok = k_last - p_first <= r;
+    const bool left_ok = k_last < s || p_last - (k_first > s ? k_first : s) <= l;
+    return right_ok && left_ok ? tile_state::full : tile_state::partial;
+  }
+
   ATTNKIT_HOST_DEVICE static std::int64_t clamp(std::int64_t x, std::int64_t lo, std::int64_t hi) {
     return x < lo ? lo : (x > hi ? hi : x);
   }

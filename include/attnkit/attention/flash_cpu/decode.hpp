@@ -108,7 +108,7 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
   constexpr std::int64_t prefetch_distance = 4 * L;               // keys ahead
   const attention_shape& s = plan.s;
   const std::int64_t d = s.d, dv = s.dv, dp = plan.dp, dvp = plan.dvp, sq = io.batch.rows(b), len = k.length(b);
-  const std::int64_t rows = plan.group * sq, heads = io.batch.bits.extent(0) > 1 ? plan.group : 1;
+  const std::int64_t rows = plan.group * sq, heads = io.batch.heads_differ(plan.group) ? plan.group : 1;
   attention_variant vars[flash_cpu_plan<Arch>::max_decode_rows];  // per head of the group (or one for all)
   for (std::int64_t x = 0; x < heads; ++x) vars[x] = io.variant(b, len, d, hk * plan.group + x);
   float* qb = slot;              // (rows, dp), row r = (head hk * group + r / sq, query r % sq)

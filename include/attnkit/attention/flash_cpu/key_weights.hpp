@@ -39,8 +39,7 @@ void prefill_key_weights(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO
     const std::int64_t j0 = t * KT, cols = std::clamp<std::int64_t>(len - j0, 0, KT), seq_rows = io.batch.rows(b);
     if (j0 >= s.skv) return;
     // Tiles no row can see were not packed: they get weight 0.
-    const bool visited = cols > 0 && tile_visited(visible_keys(io.variant(b, len, d, hk * group).mask, 0, seq_rows),
-                                                  j0, j0 + KT);
+    const bool visited = io.tile_reached(b, len, d, hk, group, j0, j0 + KT);
     const float* kt = scratch.kt + (hp * plan.tiles + t) * d * KT;  // (d, KT)
     float* qb = scratch.slots + slot * slot_floats;                 // (QT, d), pre-scaled
     float* sc = qb + plan.q_floats();                               // (QT, KT)

@@ -201,6 +201,20 @@ struct flash_io {
   float* lse_at(std::int64_t b, std::int64_t h, std::int64_t i) const {
     return is_given(lse) ? &lse(batch.q_batch(b), h, batch.row0(b) + i) : nullptr;
   }
+
+  /// Whether some row of some head of KV head hk's group (of `group` heads) of
+  /// sequence b can see a key of tile [j0, j1): the tiles a path packs (and so reads).
+  bool tile_reached(std::int64_t b, std::int64_t len, std::int64_t d, std::int64_t hk, std::int64_t group,
+                    std::int64_t j0, std::int64_t j1) const {
+    const std::int64_t rows = batch.rows(b);
+    const attention_variant var = variant(b, len, d, hk * group);
+    if (j0 >= len || !tile_visited(visible_keys(var.mask, 0, rows), j0, j1)) return false;
+    if (!batch.sparse.given()) return true;
+    j1 = std::min(j1, len);
+    for (std::int64_t h = hk * group; h < (hk + 1) * group; h += batch.sparse.head_group)
+      if (variant(b, len, d, h).mask.classify_sparse(0, rows, j0, j1) != tile_state::empty) return true;
+    return false;
+  }
 };
 
 /// The scratch of a call, taken from its arena in the order flash_cpu_plan::bytes lists.
@@ -223,6 +237,30 @@ struct flash_scratch {
     slots = arena.take(plan.slots * plan.slot_floats());
   }
 };
+
+/// s[c] = -inf for the keys j0 + c (c < n) that row i's block-sparse layout
+/// neither lists nor counts among its sinks or window keys.
+inline void hide_unselected(const attention_mask& m, std::int64_t i, std::int64_t j0, std::int64_t n, float* s) {
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  const sparse_blocks& sp = m.sparse;
+  // The layout's band as key indices: sinks [0, sink_end), window [w0, w1); both end at the row's position.
+  const std::int64_t w1 = m.position(i) - m.span.k_pos + 1, w0 = w1 - sp.window;
+  const std::int64_t sink_end = std::min(sp.sinks - m.span.k_pos, w1);
+  const auto hide = [&](std::int64_t lo, std::int64_t hi) {  // keys [lo, hi) are in no listed block
+    lo = std::max({lo, j0, sink_end});
+    hi = std::min(hi, j0 + n);
+    for (std::int64_t j = lo; j < std::min(hi, w0); ++j) s[j - j0] = neg_inf;
+    for (std::int64_t j = std::max(lo, w1); j < hi; ++j) s[j - j0] = neg_inf;
+  };
+  const std::int64_t qb = i / sp.block_q;
+  std::int64_t next = j0;  // keys before it are decided
+  for (std::int64_t at = sp.lower_bound(qb, j0 / sp.block_k); at < sp.list_end(qb) && sp.id(at) * sp.block_k < j0 + n;
+       ++at) {
+    hide(next, sp.id(at) * sp.block_k);
+    next = (sp.id(at) + 1) * sp.block_k;
+  }
+  hide(next, j0 + n);
+}
 
 /// Applies the variant's score hooks (softcap, ALiBi; scale is already in q) to
 /// one row of raw scores, then sets masked keys and the padding past `cols` to
@@ -249,6 +287,7 @@ void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_
     if (var.mask.bits)
       for (std::int64_t c = 0; c <= last; ++c)
         if (!var.mask.bit(i, j0 + c)) s[c] = neg_inf;
+    if (var.mask.sparse.given()) hide_unselected(var.mask, i, j0, last + 1, s);
   }
   std::fill(s + std::max<std::int64_t>(0, last + 1), s + n, neg_inf);
 }

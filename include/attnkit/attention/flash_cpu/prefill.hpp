@@ -43,8 +43,7 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
     parallel_for_slots(exec, count * plan.tiles, [&](std::int64_t item, std::int64_t slot) {
       const std::int64_t hp = item / plan.tiles, t = item % plan.tiles;
       const std::int64_t b = seq_of(first + hp), hk = (first + hp) % s.hkv, len = k.length(b);
-      const attention_mask mask = io.variant(b, len, d, hk * group).mask;
-      if (t * KT >= len || !tile_visited(visible_keys(mask, 0, io.batch.rows(b)), t * KT, (t + 1) * KT)) return;
+      if (!io.tile_reached(b, len, d, hk, group, t * KT, (t + 1) * KT)) return;
       float* kt = kt_all + (hp * plan.tiles + t) * d * KT;
       float* row = scratch.slots + slot * slot_floats;  // (d)
       for (std::int64_t c = 0; c < KT; ++c) {
