@@ -88,6 +88,7 @@ struct attention_args {
 struct attention_limits {
   std::int64_t b = 0, hq = 0, hkv = 0, sq = 0, skv = 0, d = 0, dv = 0;
   bool key_weights = false;  // some call requests key weights
+  bool sparse = false;       // some call has a block-sparse layout
 };
 
 namespace detail {

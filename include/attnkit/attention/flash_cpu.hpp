@@ -107,7 +107,7 @@ bool values_in_place(const kv_input<TV>& v) {
 
 template <class TQ, class TK, class TV, class TO>
 flash_request make_request(const attention_args<TQ, TK, TV, TO>& a) {
-  return flash_request{values_in_place(a.v), true, is_given(a.kw), is_given(a.lse)};
+  return flash_request{values_in_place(a.v), true, is_given(a.kw), is_given(a.lse), a.sparse.given()};
 }
 
 }  // namespace detail
@@ -146,7 +146,7 @@ template <class Arch>
 std::size_t flash_attention_workspace_bound(const attention_limits& limits, const cpu<Arch>& backend) {
   constexpr const char* fn = "flash_attention_workspace_bound";
   const attention_shape s = detail::check_limits(fn, limits);
-  const detail::flash_request req{false, true, limits.key_weights, !limits.key_weights};
+  const detail::flash_request req{false, true, limits.key_weights, !limits.key_weights, limits.sparse};
   return detail::flash_cpu_plan<Arch>::bound(fn, s, backend.exec.concurrency(), req).bytes();
 }
 
@@ -167,7 +167,7 @@ void attention_key_weights(tensor_view<TQ, 4> q,  // (b, hq, sq, d)
   // With output off the kernel only reads lse.
   const tensor_view<float, 3> lse_in(const_cast<float*>(lse.data_handle()), lse.extents(), lse.strides());
   const detail::flash_io<TQ, float> io{q, {}, lse_in, params, kw, c.batch};
-  detail::flash_cpu(fn, c, detail::flash_request{false, false, true, true}, io, detail::strided_kv<TK>{k, {}},
+  detail::flash_cpu(fn, c, detail::flash_request{false, false, true, true, false}, io, detail::strided_kv<TK>{k, {}},
                     detail::strided_kv<TK>{k, {}}, backend);
 }
 

@@ -41,6 +41,7 @@ struct flash_request {
   bool output = true;            // o (and lse); false: only key weights from a given lse
   bool key_weights = false;      // key_weights.out is requested
   bool lse_given = true;         // the caller passes lse (else key weights need scratch for it)
+  bool sparse = false;           // a block-sparse layout: prefill gathers keys (sparse/walk.hpp)
 };
 
 /// Sizes of one cpu flash call; workspace_size and the kernel both derive theirs
@@ -62,6 +63,7 @@ struct flash_cpu_plan {
   bool pack_v = true;                // prefill: values copied to fp32 panels
   bool weights = false;              // key weights requested
   bool own_lse = false;              // prefill: lse lives in scratch for the key-weight pass
+  bool sparse = false;               // prefill: scratch to gather keys in
   std::int64_t prefill_seqs = 0;     // sequences on the prefill path
   std::int64_t heads_per_pass = 1;   // prefill: KV heads packed at once
   std::int64_t tiles = 0;            // prefill: kv tiles of the longest prefill sequence
@@ -141,9 +143,20 @@ struct flash_cpu_plan {
   std::size_t slot_floats() const {
     constexpr std::int64_t L = tiling::lanes;
     const std::int64_t dec = decode_seqs > 0 ? rows * dp + L * (dp + dvp) + rows * tiling::kv_tile : 0;
-    const std::int64_t pre = prefill_seqs > 0 ? tiling::q_tile * (s.d + tiling::kv_tile + dvp + 2) + dp : 0;
+    std::int64_t pre = prefill_seqs > 0 ? prefill_state_floats() + dp : 0;
+    if (prefill_seqs > 0 && sparse) pre = gather_floats() + (tiles + 3) / 4 + 16;
     return static_cast<std::size_t>(round_up(std::max(dec, pre)));
   }
+
+  // A prefill slot: q block, scores, accumulator, row states; with a layout then
+  // a gathered key panel (d, KT), its values (KT, dvp), per-key distances (KT),
+  // key ids (KT int64) and tile marks (tiles bytes).
+  std::int64_t prefill_state_floats() const { return round_up(tiling::q_tile * (s.d + tiling::kv_tile + dvp + 2)); }
+  std::int64_t gather_floats() const { return prefill_state_floats() + tiling::kv_tile * (s.d + dvp + 3); }
+  float* gather_panel(float* slot) const { return slot + prefill_state_floats(); }
+  float* dist_row(float* slot) const { return gather_panel(slot) + tiling::kv_tile * (s.d + dvp); }
+  std::int64_t* gather_keys(float* slot) const { return reinterpret_cast<std::int64_t*>(dist_row(slot) + tiling::kv_tile); }
+  std::uint8_t* tile_marks(float* slot) const { return reinterpret_cast<std::uint8_t*>(slot + gather_floats()); }
 
   std::size_t bytes() const {
     if (empty) return 0;
@@ -177,6 +190,7 @@ struct flash_cpu_plan {
     dvp = (s.dv + L - 1) / L * L;
     pack_v = req.output && !(req.values_in_place && s.dv % L == 0);
     own_lse = weights && !req.lse_given;
+    sparse = req.sparse;
     skv_pad = (s.skv + L - 1) / L * L;
   }
 };
@@ -260,6 +274,23 @@ inline void hide_unselected(const attention_mask& m, std::int64_t i, std::int64_
     next = (sp.id(at) + 1) * sp.block_k;
   }
   hide(next, j0 + n);
+}
+
+/// finish_scores for a gathered tile, whose column c is key keys[c] and which
+/// every row sees in full: the score hooks with each key's own distance, and
+/// -inf past `cols`. dist: n floats of scratch.
+template <class Arch>
+void finish_gathered(float* s, std::int64_t n, std::int64_t cols, const attention_variant& var, float slope,
+                     std::int64_t i, const std::int64_t* keys, float* dist) {
+  using B = simd::fbatch<Arch>;
+  constexpr int L = simd::lanes<Arch>;
+  if (var.score.softcap > 0.0f || var.score.alibi_slopes) {
+    const std::int64_t p = var.mask.position(i);
+    for (std::int64_t c = 0; c < n; ++c) dist[c] = c < cols ? static_cast<float>(var.mask.key_position(keys[c]) - p) : 0.0f;
+    for (std::int64_t c = 0; c < n; c += L)
+      var.score.modify(B::load_aligned(s + c), slope, B::load_aligned(dist + c)).store_aligned(s + c);
+  }
+  std::fill(s + cols, s + n, -std::numeric_limits<float>::infinity());
 }
 
 /// Applies the variant's score hooks (softcap, ALiBi; scale is already in q) to

@@ -12,6 +12,7 @@
 
 #include "attnkit/attention/flash_cpu/key_weights.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
+#include "attnkit/attention/sparse/walk.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/core/config.hpp"
@@ -21,6 +22,103 @@
 ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace detail {
+
+/// The keys and values of one (sequence, KV head) as the prefill body reads
+/// them: K packed into (d, KT) panels per tile, V packed into (tiles * KT, dvp)
+/// rows, or read in place.
+template <class Arch, class VS>
+struct prefill_keys {
+  static constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
+  const flash_cpu_plan<Arch>& plan;
+  const VS& v;
+  std::int64_t b, hk;
+  const float* kt;  // (tiles, d, KT)
+  const float* vp;  // (tiles * KT, dvp); null: v in place
+
+  const float* panel(std::int64_t j0) const { return kt + j0 * plan.s.d; }
+  const float* values(std::int64_t j) const {
+    return vp ? vp + j * plan.dvp : reinterpret_cast<const float*>(v.row(b, hk, j));
+  }
+  std::int64_t values_stride() const { return vp ? plan.dvp : v.row(b, hk, 1) - v.row(b, hk, 0); }
+
+  /// Copies keys[0, n) (ascending) into a (d, KT) panel and (n, dvp) values,
+  /// a run of keys from one tile at a time; the panel's columns past n are 0.
+  void gather(const std::int64_t* keys, std::int64_t n, float* kp, float* vrows) const {
+    const std::int64_t d = plan.s.d, dvp = plan.dvp, ldv = values_stride();
+    for (std::int64_t c = 0; c < n;) {
+      std::int64_t run = 1;
+      while (c + run < n && keys[c + run] == keys[c] + run && (keys[c] + run) % KT != 0) ++run;
+      const float* src = kt + keys[c] / KT * d * KT + keys[c] % KT;
+      for (std::int64_t x = 0; x < d; ++x) std::copy(src + x * KT, src + x * KT + run, kp + x * KT + c);
+      for (std::int64_t y = 0; y < run; ++y) std::copy(values(keys[c]) + y * ldv, values(keys[c]) + y * ldv + dvp, vrows + (c + y) * dvp);
+      c += run;
+    }
+    if (n < KT)
+      for (std::int64_t x = 0; x < d; ++x) std::fill(kp + x * KT + n, kp + (x + 1) * KT, 0.0f);
+  }
+};
+
+/// Rows [i0, i0 + rows) of query head h of sequence b through the tile body,
+/// over the tiles its schedule yields, with its state in `work` (a slot).
+template <class Arch, class TQ, class TO, class VS>
+void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const attention_variant& var,
+                 const prefill_keys<Arch, VS>& keys, std::int64_t b, std::int64_t h, std::int64_t i0,
+                 std::int64_t rows, float* work) {
+  constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
+  const std::int64_t d = plan.s.d, dv = plan.s.dv, dvp = plan.dvp, len = keys.v.length(b);
+  const float slope = var.score.slope(h);
+  float* qb = work;                  // (rows, d), pre-scaled
+  float* sc = qb + plan.q_floats();  // (rows, KT) scores, then weights
+  float* acc = sc + plan.s_floats(); // (rows, dvp)
+  float* m = acc + plan.acc_floats();  // (rows) running max
+  float* l = m + simd::flash_tiling<Arch>::q_tile;  // (rows) running sum
+  for (std::int64_t r = 0; r < rows; ++r) {
+    simd::widen_row<Arch>(io.q_row(b, h, i0 + r), d, qb + r * d, d, var.score.scale);
+    const softmax_state init;
+    m[r] = init.m;
+    l[r] = init.l;
+  }
+  std::fill(acc, acc + rows * dvp, 0.0f);
+  // One visit: kt a (d, KT) panel of cols keys, j0 + c or keys[c] (gathered, never masked).
+  const auto visit = [&](const float* kt, std::int64_t j0, std::int64_t cols, tile_state ts, const float* vr,
+                         std::int64_t ldv, const std::int64_t* gathered) {
+    simd::qk_tile<Arch>(qb, rows, d, kt, sc);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* sr = sc + r * KT;
+      if (gathered)
+        finish_gathered<Arch>(sr, KT, cols, var, slope, i0 + r, gathered, plan.dist_row(work));
+      else
+        finish_scores<Arch>(sr, KT, cols, var, slope, i0 + r, j0, ts == tile_state::partial);
+      softmax_state st{m[r], l[r]};
+      const float alpha = simd::softmax_step<Arch>(sr, KT, st);
+      m[r] = st.m;
+      l[r] = st.l;
+      if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
+    }
+    // Masked keys must add nothing, whatever v holds.
+    simd::pv_tile<Arch>(sc, rows, cols, vr, ldv, acc, dvp, ts == tile_state::partial);
+  };
+  const auto aligned = [&](std::int64_t j0, std::int64_t j1) {
+    const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j1);
+    if (ts != tile_state::empty) visit(keys.panel(j0), j0, j1 - j0, ts, keys.values(j0), keys.values_stride(), nullptr);
+  };
+  if (!var.mask.sparse.given()) {
+    for_each_tile(visible_keys(var.mask, i0, i0 + rows), KT, len, aligned);
+  } else {
+    float* kp = plan.gather_panel(work);  // (d, KT)
+    float* vg = kp + d * KT;              // (KT, dvp)
+    for_each_sparse_visit(var.mask, i0, i0 + rows, len, KT, plan.tile_marks(work), plan.gather_keys(work), aligned,
+                          [&](const std::int64_t* ids, std::int64_t n) {
+                            if (ids[0] % KT == 0 && ids[n - 1] == ids[0] + n - 1 && (n == KT || ids[0] + n == len))
+                              return aligned(ids[0], ids[0] + n);  // a whole packed tile: read it in place
+                            keys.gather(ids, n, kp, vg);
+                            visit(kp, 0, n, tile_state::full, vg, dvp, ids);
+                          });
+  }
+  const float sink = var.normalizer.sink(h);
+  for (std::int64_t r = 0; r < rows; ++r)
+    write_row(acc + r * dvp, softmax_state{m[r], l[r]}, sink, io.o_row(b, h, i0 + r), dv, io.lse_at(b, h, i0 + r));
+}
 
 template <class Arch, class TQ, class KS, class VS, class TO>
 void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const KS& k, const VS& v,
@@ -65,6 +163,8 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
     });
 
     // Compute: one (head, query block) per item, over the tiles its rows can see.
+    // Under a layout, each run of rows inside one of its query blocks is a visit
+    // schedule of its own (sparse/walk.hpp).
     if (plan.output) parallel_for_slots(exec, count * group * plan.q_blocks, [&](std::int64_t item, std::int64_t slot) {
       const std::int64_t hp = item / (group * plan.q_blocks), h_in_group = item / plan.q_blocks % group;
       const std::int64_t b = seq_of(first + hp), hk = (first + hp) % s.hkv, h = hk * group + h_in_group;
@@ -72,45 +172,13 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
       if (i0 >= seq_rows) return;
       const std::int64_t rows = std::min(QT, seq_rows - i0), len = k.length(b);
       const attention_variant var = io.variant(b, len, d, h);
-      const float slope = var.score.slope(h);
-      float* qb = scratch.slots + slot * slot_floats;  // (rows, d), pre-scaled
-      float* sc = qb + plan.q_floats();                // (rows, KT) scores, then weights
-      float* acc = sc + plan.s_floats();               // (rows, dvp)
-      float* m = acc + plan.acc_floats();              // (rows) running max
-      float* l = m + QT;                               // (rows) running sum
-      for (std::int64_t r = 0; r < rows; ++r) {
-        simd::widen_row<Arch>(io.q_row(b, h, i0 + r), d, qb + r * d, d, var.score.scale);
-        const softmax_state init;
-        m[r] = init.m;
-        l[r] = init.l;
-      }
-      std::fill(acc, acc + rows * dvp, 0.0f);
-
-      const float* kt_head = kt_all + hp * plan.tiles * d * KT;
-      for_each_tile(visible_keys(var.mask, i0, i0 + rows), KT, len, [&](std::int64_t j0, std::int64_t j1) {
-        const std::int64_t cols = j1 - j0;
-        const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j1);
-        if (ts == tile_state::empty) return;
-        simd::qk_tile<Arch>(qb, rows, d, kt_head + j0 * d, sc);
-        for (std::int64_t r = 0; r < rows; ++r) {
-          float* sr = sc + r * KT;
-          finish_scores<Arch>(sr, KT, cols, var, slope, i0 + r, j0, ts == tile_state::partial);
-          softmax_state st{m[r], l[r]};
-          const float alpha = simd::softmax_step<Arch>(sr, KT, st);
-          m[r] = st.m;
-          l[r] = st.l;
-          if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
-        }
-        const bool masked = ts == tile_state::partial;  // masked keys must add nothing, whatever v holds
-        if (plan.pack_v)
-          simd::pv_tile<Arch>(sc, rows, cols, vp_all + (hp * plan.tiles * KT + j0) * dvp, dvp, acc, dvp, masked);
-        else
-          simd::pv_tile<Arch>(sc, rows, cols, reinterpret_cast<const float*>(v.row(b, hk, j0)),
-                              v.row(b, hk, 1) - v.row(b, hk, 0), acc, dvp, masked);
-      });
-      const float sink = var.normalizer.sink(h);
-      for (std::int64_t r = 0; r < rows; ++r)
-        write_row(acc + r * dvp, softmax_state{m[r], l[r]}, sink, io.o_row(b, h, i0 + r), dv, io.lse_at(b, h, i0 + r));
+      const prefill_keys<Arch, VS> keys{plan, v, b, hk, kt_all + hp * plan.tiles * d * KT,
+                                        plan.pack_v ? vp_all + hp * plan.tiles * KT * dvp : nullptr};
+      float* const work = scratch.slots + slot * slot_floats;
+      if (!var.mask.sparse.given()) return prefill_run(plan, io, var, keys, b, h, i0, rows, work);
+      const std::int64_t bq = var.mask.sparse.block_q;
+      for (std::int64_t r = i0; r < i0 + rows; r = (r / bq + 1) * bq)
+        prefill_run(plan, io, var, keys, b, h, r, std::min(i0 + rows, (r / bq + 1) * bq) - r, work);
     });
 
     if (plan.weights) prefill_key_weights(plan, io, k, exec, scratch, first, count);
