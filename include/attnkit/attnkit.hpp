@@ -26,8 +26,10 @@
 #include "attnkit/attention/paged.hpp"
 #include "attnkit/attention/params.hpp"
 #include "attnkit/attention/sparse/hip.hpp"
+#include "attnkit/attention/sparse/landmark.hpp"
 #include "attnkit/attention/sparse/layout.hpp"
 #include "attnkit/attention/sparse/quest.hpp"
+#include "attnkit/attention/sparse/routing.hpp"
 #include "attnkit/attention/variant.hpp"
 
 #include "attnkit/kv/cache.hpp"
