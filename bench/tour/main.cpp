@@ -17,6 +17,7 @@
 #include "tour/kv_rows.hpp"
 #include "tour/pool_rows.hpp"
 #include "tour/quant_rows.hpp"
+#include "tour/sparse_rows.hpp"
 #include "tour/linear_rows.hpp"
 #include "tour/tour.hpp"
 
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
   std::vector<attnkit::tour::tour_case> cases = attnkit::tour::dense_cases();
   for (auto& c : attnkit::tour::flash_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::quant_cases()) cases.push_back(std::move(c));
+  for (auto& c : attnkit::tour::sparse_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::kv_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::pool_cases()) cases.push_back(std::move(c));
   for (auto& c : attnkit::tour::linear_cases()) cases.push_back(std::move(c));

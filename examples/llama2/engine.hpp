@@ -2,12 +2,14 @@
 // attnkit's, for one sequence or a batch of them served together. Per layer:
 // RMSNorm, q/k/v projections, RoPE at the positions the cache hands out
 // (rope_table), append k and v to each sequence's cache in one kv_pool (f32,
-// or int8 / fp8 quantized on append: policy_spec::kv), one
-// pool_attention call for every sequence of the step (prefill chunks and
+// or int8 / fp8 quantized on append: policy_spec::kv), one attention call
+// (pool_attention_args) for every sequence of the step (prefill chunks and
 // decode rows mixed), each sequence's policy observe and evict, the output
 // projection, then the SwiGLU feed-forward. Matrix products run per sequence
 // (the same shapes as alone, so a sequence's logits do not depend on the batch);
-// they use Eigen, and everything attention-shaped is attnkit's.
+// they use Eigen, and everything attention-shaped is attnkit's. With
+// policy_spec::sparse, each decode step's call runs a HiP or Quest layout
+// (attention/sparse/) over the full cache.
 #pragma once
 
 #include <Eigen/Core>
@@ -16,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <string>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -36,11 +39,17 @@ class engine {
 
   engine(const model& m, const policy_spec& spec, attention_observer observer = {}, std::int64_t sequences = 1)
       : m_(m), observer_(std::move(observer)), pool_((check_spec(spec, m.cfg), make_pool(spec, m.cfg, sequences))),
-        rope_(m.cfg.seq_len, m.cfg.head_size(), model_rope()) {
+        rope_(m.cfg.seq_len, m.cfg.head_size(), model_rope()),
+        sparse_(spec.sparse),
+        budget_(spec.budget) {
     for (std::int64_t s = 0; s < sequences; ++s) {
       ids_.push_back(std::visit([](auto& p) { return p.add_sequence(); }, pool_));
       policies_.emplace_back();
-      for (int l = 0; l < m.cfg.n_layers; ++l) policies_.back().push_back(make_policy(spec, l, m.cfg.n_kv_heads));
+      quest_.emplace_back();
+      for (int l = 0; l < m.cfg.n_layers; ++l) {
+        policies_.back().push_back(make_policy(spec, l, m.cfg.n_kv_heads));
+        if (sparse_ == "quest") quest_.back().emplace_back(1, m.cfg.n_kv_heads, m.cfg.seq_len, m.cfg.head_size(), sparse_block);
+      }
     }
     logits_.resize(static_cast<std::size_t>(sequences));
   }
@@ -165,6 +174,10 @@ class engine {
                      tensor_view<const float, 3>(v.data(), {c.n_kv_heads, n, hs}, {hs, c.kv_dim(), 1}));
           },
           pool_);
+      if (sparse_ == "quest")  // each key into its page's bounds, as it is appended
+        for (int g = 0; g < c.n_kv_heads; ++g)
+          for (std::int64_t i = 0; i < n; ++i)
+            quest_[s][l].add(0, g, index(l, s).length(g) - n + i, k.data() + i * c.kv_dim() + g * hs);
       q_all.middleRows(cu[a], n) = q;
     }
     std::visit([&](auto& pool, auto& first) { attend(pool, l, active, which, cu, q_all, o_all, first); }, pool_,
@@ -175,7 +188,7 @@ class engine {
     }
   }
 
-  /// One pool_attention call over the step's sequences (key weights when the
+  /// One attention call over the step's sequences (key weights when the
   /// policy or the observer wants them), then each sequence's policy observes and evicts.
   template <class Pool, class Policy>
   void attend(Pool& pool, int l, const std::vector<std::int64_t>& active, const std::vector<std::int64_t>& which,
@@ -201,10 +214,14 @@ class engine {
     const auto q = make_bshd<const float>(q_all.data(), 1, total, c.n_heads, c.head_size());  // (1, hq, total, hs)
     const auto o = make_bshd(o_all.data(), 1, total, c.n_heads, c.head_size());             // (1, hq, total, hs)
     const tensor_view<const std::int64_t, 1> cu_view(cu.data(), {count + 1});
+    auto args = pool_attention_args(q, pool, batch_, cu_view, o, {}, kw);
+    args.params = params;
+    const owned_layout layout = select_rows(args, l, which, total == count);
+    if (layout.b > 0) args.sparse = layout.view();
     cpu_native backend{executor::serial(), {}};  // a model this small runs best on one thread
-    scratch_.resize(pool_attention_workspace_size(q, pool, batch_, cu_view, o, {}, kw, backend));
+    scratch_.resize(flash_attention_workspace_size(args, backend));
     backend.scratch = {scratch_.data(), scratch_.size()};
-    pool_attention(q, pool, batch_, cu_view, o, params, {}, kw, backend);
+    flash_attention(args, backend);
 
     for (std::size_t a = 0; a < which.size(); ++a) {
       Policy& policy = std::get<Policy>(policies_[which[a]][l]);
@@ -215,6 +232,26 @@ class engine {
       if (Policy::wants_weights) policy.observe(index(l, which[a]), per_key, cu[a + 1] - cu[a]);
       evict(pool, active[a], l, policy);
     }
+  }
+
+  /// The layout of a decode step's call under policy_spec::sparse (none otherwise):
+  /// its sequences are (KV head, sequence) pairs, as pool_attention_args makes them.
+  template <class Args>
+  owned_layout select_rows(const Args& args, int l, const std::vector<std::int64_t>& which, bool decode) const {
+    if (sparse_.empty() || !decode) return {};
+    if (sparse_ == "hip") return hip_layout(args, hip_for(budget_), executor::serial());
+    const config& c = m_.cfg;
+    const std::int64_t n = static_cast<std::int64_t>(which.size());
+    quest_bounds step(c.n_kv_heads * n, 1, c.seq_len, c.head_size(), sparse_block);
+    for (int g = 0; g < c.n_kv_heads; ++g)
+      for (std::int64_t a = 0; a < n; ++a) {
+        const quest_bounds& own = quest_[static_cast<std::size_t>(which[a])][static_cast<std::size_t>(l)];
+        std::copy_n(&own.min(0, g, 0, 0), own.pages() * c.head_size(), &step.min(g * n + a, 0, 0, 0));
+        std::copy_n(&own.max(0, g, 0, 0), own.pages() * c.head_size(), &step.max(g * n + a, 0, 0, 0));
+      }
+    quest_options opt;
+    opt.budget = budget_;
+    return quest_layout(args, step, opt, executor::serial());
   }
 
   matrix feed_forward(int l, const matrix& xb) const {
@@ -238,6 +275,9 @@ class engine {
   std::vector<std::int64_t> positions_;
   kv_batch batch_;
   std::vector<unsigned char> scratch_;
+  std::string sparse_;  // policy_spec::sparse
+  std::int64_t budget_;
+  std::vector<std::vector<quest_bounds>> quest_;  // quest: per sequence, per layer, (1, hkv, pages, hs)
 };
 
 }  // namespace llama2

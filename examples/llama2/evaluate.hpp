@@ -101,8 +101,9 @@ struct eval_report {
 };
 
 /// The policies in table order, each at every budget, the whole list once per
-/// cache storage type (f32 first: the reference); Duo's heads come from the
-/// profile, fp8's scales from `fp8` (calibrate_fp8).
+/// cache storage type (f32 first: the reference), then (f32 only) HiP and
+/// Quest selection over the full cache at each budget; Duo's heads come from
+/// the profile, fp8's scales from `fp8` (calibrate_fp8).
 inline std::vector<std::pair<std::string, policy_spec>> eval_policies(const eval_setup& setup,
                                                                       const attention_profile& profile,
                                                                       const policy_spec& fp8) {
@@ -120,6 +121,14 @@ inline std::vector<std::pair<std::string, policy_spec>> eval_policies(const eval
         policy_spec s{label.substr(0, label.find('-')), setup.budgets[b], alpha, {}, kv, full.k_scales, full.v_scales};
         if (s.name == "duo") s.retrieval = duo_heads::by_sparsity(profile.gates(b), duo_sparsity).retrieval;
         runs.emplace_back(label, s);
+      }
+    if (kv != "f32") continue;
+    for (const std::string selector : {"hip", "quest"})  // dynamic selection over the full cache
+      for (const std::int64_t budget : setup.budgets) {
+        policy_spec s = full;
+        s.budget = budget;
+        s.sparse = selector;
+        runs.emplace_back(selector, s);
       }
   }
   return runs;

@@ -4,7 +4,7 @@
 // Generation (prints the prompt and the generated text on stdout, like llama2.c):
 //   attnkit_llama2 [--model PATH] [--tokenizer PATH] [--steps N] [--temperature T]
 //                  [--seed S] [--prompt TEXT | --batch FILE] [--policy NAME --budget N [--alpha A]]
-//                  [--kv f32|int8|fp8]
+//                  [--kv f32|int8|fp8] [--sparse hip|quest --budget N]
 // --batch FILE serves one prompt per line of FILE at once: the sequences share
 // one KV pool and decode together, one attention call per layer per step; each
 // output (printed in order, one after another) equals that prompt's output alone.
@@ -16,6 +16,8 @@
 // Policies: full, streaming, h2o, a2sf (needs --alpha), tova, snapkv, duo.
 // --kv: the cache's storage, f32 (default), int8 (a scale per row) or fp8
 // (e4m3); keys and values are quantized as they are appended.
+// --sparse: the cache keeps everything and each decode step attends only the
+// about N rows HiP or Quest selects (policy.hpp).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -39,13 +41,14 @@ namespace {
 const char* usage =
     "usage: attnkit_llama2 [--model PATH] [--tokenizer PATH] [--steps N] [--temperature T] [--seed S]\n"
     "                      [--prompt TEXT | --batch FILE] [--policy full|streaming|h2o|a2sf|tova|snapkv|duo]\n"
-    "                      [--budget N] [--alpha A] [--kv f32|int8|fp8]\n"
+    "                      [--budget N] [--alpha A] [--kv f32|int8|fp8] [--sparse hip|quest]\n"
     "       attnkit_llama2 --eval [--csv PATH] [--model PATH] [--tokenizer PATH]\n";
 
 /// --name value pairs, and --eval alone.
 std::map<std::string, std::string> parse(int argc, char** argv) {
   static const char* valued[] = {"--model", "--tokenizer", "--steps", "--temperature", "--seed", "--prompt",
-                                 "--policy", "--budget",   "--alpha", "--csv",   "--batch", "--kv"};
+                                 "--policy", "--budget",   "--alpha", "--csv",   "--batch", "--kv",
+                                 "--sparse"};
   std::map<std::string, std::string> flags;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -59,6 +62,10 @@ std::map<std::string, std::string> parse(int argc, char** argv) {
     flags[a] = argv[++i];
   }
   return flags;
+}
+
+std::string sparse_note(const llama2::policy_spec& s) {
+  return s.sparse.empty() ? "" : " + " + s.sparse + " selection of " + std::to_string(s.budget) + " rows";
 }
 
 std::string flag(const std::map<std::string, std::string>& f, const std::string& name, const std::string& fallback) {
@@ -85,6 +92,7 @@ int main(int argc, char** argv) {
     spec.budget = std::stoll(flag(flags, "--budget", "0"));
     spec.alpha = std::stof(flag(flags, "--alpha", "0"));
     spec.kv = flag(flags, "--kv", "f32");
+    spec.sparse = flag(flags, "--sparse", "");
     if (spec.name == "duo") spec.retrieval = duo_retrieval_heads(m, tok, spec.budget);
     if (spec.kv == "fp8") calibrate_fp8(m, tok, spec);
     const float temperature = std::stof(flag(flags, "--temperature", "1"));
@@ -114,8 +122,8 @@ int main(int argc, char** argv) {
         std::cout << g.text << '\n';
         generated += static_cast<std::int64_t>(g.tokens.size()) - g.prompt_tokens;
       }
-      std::fprintf(stderr, "policy %s, kv %s, seed %llu: %zu sequences, %lld generated tokens, %.0f tok/s decode\n",
-                   spec.name.c_str(), spec.kv.c_str(), static_cast<unsigned long long>(seed), all.size(),
+      std::fprintf(stderr, "policy %s%s, kv %s, seed %llu: %zu sequences, %lld generated tokens, %.0f tok/s decode\n",
+                   spec.name.c_str(), sparse_note(spec).c_str(), spec.kv.c_str(), static_cast<unsigned long long>(seed), all.size(),
                    static_cast<long long>(generated), generated / std::max(all[0].decode_seconds, 1e-9));
       return 0;
     }
@@ -125,8 +133,9 @@ int main(int argc, char** argv) {
     const generation g = generate(e, tok, prompt, steps, sample);
     std::cout << g.text << '\n';
     const auto generated = static_cast<std::int64_t>(g.tokens.size()) - g.prompt_tokens;
-    std::fprintf(stderr, "policy %s, kv %s, seed %llu: %lld prompt + %lld generated tokens, %.0f tok/s decode\n",
-                 spec.name.c_str(), spec.kv.c_str(), static_cast<unsigned long long>(seed), static_cast<long long>(g.prompt_tokens),
+    std::fprintf(stderr, "policy %s%s, kv %s, seed %llu: %lld prompt + %lld generated tokens, %.0f tok/s decode\n",
+                 spec.name.c_str(), sparse_note(spec).c_str(), spec.kv.c_str(), static_cast<unsigned long long>(seed),
+                 static_cast<long long>(g.prompt_tokens),
                  static_cast<long long>(generated), generated / std::max(g.decode_seconds, 1e-9));
     return 0;
   } catch (const std::exception& ex) {

@@ -14,6 +14,13 @@
 //              4 sinks + the last B - 4 rows; which heads stream comes from
 //              measured gates (see duo_calibration.hpp)
 // Positions stay the tokens' own except for streaming.
+//
+// Dynamic selection instead of eviction (--sparse, with the full cache): at
+// each decode step, every query head attends about B rows of the cache, which
+// keeps everything; blocks and pages of 8 rows:
+//   hip        4 sinks + the last B/2 rows + HiP's search for B/2 - 4 more
+//   quest      the B/8 pages of highest Quest bound, its own page among them
+//              (per-page key bounds kept as keys are appended)
 #pragma once
 
 #include <attnkit/attnkit.hpp>
@@ -47,6 +54,7 @@ struct policy_spec {
   std::vector<char> retrieval;   ///< duo: (layers, kv heads), 1 = keeps the full cache
   std::string kv = "f32";        ///< the cache's storage: f32, int8 (a scale per row) or fp8 (e4m3, a scale per head)
   std::vector<float> k_scales{}, v_scales{};  ///< fp8: per (layer, KV head) (calibrate_fp8); empty: 1
+  std::string sparse = "";       ///< "", hip or quest: each decode step attends only the budget's selected rows
 
   static constexpr std::int64_t sinks = 4;  ///< StreamingLLM's default, also Duo's streaming heads here
 };
@@ -63,7 +71,10 @@ inline void check_spec(const policy_spec& s, const config& c) {
   if (!known) throw std::invalid_argument("unknown policy '" + s.name + "'");
   if (s.kv != "f32" && s.kv != "int8" && s.kv != "fp8")
     throw std::invalid_argument("--kv must be f32, int8 or fp8, got '" + s.kv + "'");
-  if (s.name == "full") return;
+  if (!s.sparse.empty() && s.sparse != "hip" && s.sparse != "quest")
+    throw std::invalid_argument("--sparse must be hip or quest, got '" + s.sparse + "'");
+  if (!s.sparse.empty() && s.name != "full") throw std::invalid_argument("--sparse runs with the full cache (no --policy)");
+  if (s.name == "full" && s.sparse.empty()) return;
   if (s.budget <= policy_spec::sinks || s.budget >= c.seq_len)
     throw std::invalid_argument("--budget must be in (" + std::to_string(policy_spec::sinks) + ", " +
                                 std::to_string(c.seq_len) + ") for policy " + s.name);
@@ -84,6 +95,18 @@ inline layer_policy make_policy(const policy_spec& s, int layer, int kv_heads) {
     return duo_attention({s.retrieval.begin() + layer * kv_heads, s.retrieval.begin() + (layer + 1) * kv_heads},
                          {sinks, b - sinks, 0});
   return full_cache{};
+}
+
+/// Rows per HiP key block and per Quest page.
+inline constexpr std::int64_t sparse_block = 8;
+
+inline hip_options hip_for(std::int64_t budget) {
+  hip_options o;
+  o.block_k = sparse_block;
+  o.sinks = policy_spec::sinks;
+  o.window = budget / 2;
+  o.top_k = budget - o.sinks - o.window;
+  return o;
 }
 
 /// The model's RoPE: interleaved pairs over the whole head, base 10000.

@@ -133,14 +133,18 @@ inline tensor_view<const float, 2> sequence_key_weights(const tensor_view<const 
                                      {out.stride(0), out.stride(2)});
 }
 
-namespace detail {
-
-/// The attention_args of a pool_attention call, checked.
+/// The attention_args of the same pool_attention call, checked: for the options
+/// pool_attention does not take (a block-sparse layout, a bitmask, positions).
+/// Its sequences are (KV head, sequence) pairs, sequence s of KV head g being
+/// number g * sequences + s, each with the query heads of g's group.
 template <class TQ, class T, class TO>
-attention_args<TQ, const T, const T, TO> pool_args(const tensor_view<TQ, 4>& q, const kv_pool<T>& pool,
-                                                   const kv_batch& batch, const tensor_view<const std::int64_t, 1>& cu,
-                                                   const tensor_view<TO, 4>& o, const tensor_view<float, 3>& lse,
-                                                   const key_weights& kw) {
+attention_args<TQ, const T, const T, TO> pool_attention_args(const tensor_view<TQ, 4>& q, const kv_pool<T>& pool,
+                                                             const kv_batch& batch,
+                                                             const tensor_view<const std::int64_t, 1>& cu,
+                                                             const tensor_view<TO, 4>& o,
+                                                             const tensor_view<float, 3>& lse = {},
+                                                             const key_weights& kw = {}) {
+  using namespace detail;
   constexpr const char* fn = "pool_attention";
   const std::int64_t hkv = pool.options().hkv, n = batch.sequences;
   check_view(fn, "q", q, true);
@@ -182,8 +186,6 @@ attention_args<TQ, const T, const T, TO> pool_args(const tensor_view<TQ, 4>& q, 
   return a;
 }
 
-}  // namespace detail
-
 /// o = attention of each sequence's query rows over its cache, for a batch
 /// gathered by kv_pool::gather: sequence s (ids[s] of the gather) has rows
 /// [cu(s), cu(s+1)) of q, and head h of q reads KV head h / (hq / hkv) with
@@ -199,7 +201,7 @@ void pool_attention(tensor_view<TQ, 4> q,  // (1, hq, total, d)
                     tensor_view<TO, 4> o,                             // (1, hq, total, dv)
                     const attention_params& params = {}, tensor_view<float, 3> lse = {}, const key_weights& kw = {},
                     const Backend& backend = {}) {
-  auto a = detail::pool_args(q, pool, batch, cu_seqlens_q, o, lse, kw);
+  auto a = pool_attention_args(q, pool, batch, cu_seqlens_q, o, lse, kw);
   a.params = params;
   flash_attention(a, backend);
 }
@@ -210,7 +212,7 @@ std::size_t pool_attention_workspace_size(tensor_view<TQ, 4> q, const kv_pool<T>
                                           tensor_view<const std::int64_t, 1> cu_seqlens_q, tensor_view<TO, 4> o,
                                           tensor_view<float, 3> lse = {}, const key_weights& kw = {},
                                           const Backend& backend = {}) {
-  return flash_attention_workspace_size(detail::pool_args(q, pool, batch, cu_seqlens_q, o, lse, kw), backend);
+  return flash_attention_workspace_size(pool_attention_args(q, pool, batch, cu_seqlens_q, o, lse, kw), backend);
 }
 
 ATTNKIT_END_NAMESPACE

@@ -166,6 +166,30 @@ TEST(Llama2, StreamingMatchesFp64ForwardAtCachePositions) {
   }
 }
 
+TEST(Llama2, SelectionOverEveryRowIsTheFullCache) {
+  // With a budget past every row, HiP's and Quest's layouts list all the cache
+  // holds: each decode step's logits equal the full cache's.
+  REQUIRE_MODEL();
+  attnkit::test::seeded_rng s;
+  const model m = load_model(models + "/stories260K.bin");
+  const std::vector<int> tokens = random_tokens(s.rng, 100);
+  for (const std::string selector : {"hip", "quest"}) {
+    policy_spec spec;
+    spec.budget = 480;
+    spec.sparse = selector;
+    engine full(m, policy_spec{}), sparse(m, spec);
+    std::vector<float> want = full.forward({tokens.begin(), tokens.begin() + 20});
+    std::vector<float> got = sparse.forward({tokens.begin(), tokens.begin() + 20});
+    for (std::size_t t = 20; t < tokens.size(); ++t) {
+      want = full.forward({tokens[t]});
+      got = sparse.forward({tokens[t]});
+      double err = 0, norm = 0;
+      for (std::size_t x = 0; x < want.size(); ++x) err += std::pow(got[x] - want[x], 2.0), norm += std::pow(want[x], 2.0);
+      EXPECT_LT(std::sqrt(err / norm), 1e-5) << selector << " token " << t;
+    }
+  }
+}
+
 TEST(Llama2, GreedyGenerationStopsAtStepsAndPrintsThePrompt) {
   REQUIRE_MODEL();
   const model m = load_model(models + "/stories260K.bin");
