@@ -14,9 +14,11 @@
 //                    HiP defaults; its GFLOP/s counts dense causal FLOPs, so its
 //                    time reads directly against dense_causal_gqa4 on that shape.
 //   quest_decode     one decode row per query head over skv = range(0) keys, hq
-//                    32, hkv 8, budget range(1) (0: dense decode): the page
-//                    bounds are kept on append, so a step is quest_layout + the
-//                    attention call. GB/s counts the bytes a dense step reads.
+//                    32, hkv 8, budget range(1) (0: dense decode), lists shared
+//                    by range(2) query heads (1: per head, 4: per GQA group):
+//                    the page bounds are kept on append, so a step is
+//                    quest_layout + the attention call. GB/s counts the bytes a
+//                    dense step reads.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -150,6 +152,7 @@ void quest_decode(benchmark::State& state) {
   const quest_bounds bounds = quest_page_bounds(a, 16);
   quest_options opt;
   opt.budget = state.range(1);
+  opt.head_group = state.range(2);
   run_and_count(
       state,
       [&] {
@@ -162,8 +165,8 @@ void quest_decode(benchmark::State& state) {
       attention_flops(p, false), kv_bytes(p, 2, 2), false, backend.exec.concurrency());
 }
 BENCHMARK(quest_decode)
-    ->ArgsProduct({{32768}, {0, 2048}})
-    ->ArgNames({"skv", "budget"})
+    ->ArgsProduct({{32768}, {0, 2048}, {1, 4}})
+    ->ArgNames({"skv", "budget", "head_group"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Eviction quality on stories260K: builds attnkit_llama2, runs its evaluation
-# and writes docs/llama2_eval.md (the tables), docs/llama2_eval.csv and
-# docs/llama2_eval.png (perplexity ratio vs budget per policy, drawn with
-# gnuplot, which this script installs when missing).
+# Eviction and selection quality on stories260K: builds attnkit_llama2, runs
+# its evaluation and writes docs/llama2_eval.md (the tables),
+# docs/llama2_eval.csv and docs/llama2_eval.png (perplexity ratio vs budget per
+# policy, drawn with gnuplot, which this script installs when missing).
 #   scripts/llama2_eval.sh [--model PATH] [--tokenizer PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +29,15 @@ policies=$(awk -F, 'NR > 1 && $2 > 0 && $8 == "f32" && !seen[$1]++ { printf "%s 
 gnuplot <<GNUPLOT
 set terminal pngcairo size 1200,520 noenhanced font ",10"
 set output "docs/llama2_eval.png"
-set multiplot layout 1,2 title "stories260K: perplexity under KV eviction, relative to the full cache (a2sf-1 coincides with h2o)"
+set linetype 9 lc rgb "#a0522d" pt 7 dt 2
+set linetype 10 lc rgb "#ff1493" pt 5 dt 2
+set linetype cycle 10
+set multiplot layout 1,2 title "stories260K: perplexity under KV eviction and under HiP / Quest selection, relative to the full cache (a2sf-1 coincides with h2o)"
 set ylabel "perplexity ratio"
 set logscale x 2
 set grid
 set key top right
-set xlabel "budget (rows per layer and KV head)"
+set xlabel "budget (rows per layer and KV head: held by eviction, attended by hip and quest)"
 set xrange [28:300]
 set xtics (32, 64, 128, 256)
 plot for [p in "$policies"] "$data/".p.".dat" using 1:2 with linespoints lw 2 title p, \\

@@ -113,6 +113,28 @@ struct attention_mask {
     return all && both == tile_state::full ? tile_state::full : tile_state::partial;
   }
 
+  /// The first key >= j that the layout may let some row of [i0, i1) see
+  /// (span.skv when none; j without a layout): where a scan of keys resumes.
+  ATTNKIT_HOST_DEVICE std::int64_t next_selected(std::int64_t i0, std::int64_t i1, std::int64_t j) const {
+    if (!sparse.given() || i0 >= i1) return j;
+    const std::int64_t last = position(i1 - 1) - span.k_pos;  // the layout's band ends at the last row
+    if (j < sparse.sinks - span.k_pos && j <= last) return j;
+    std::int64_t next = span.skv;
+    if (sparse.window > 0 && j <= last) {
+      const std::int64_t w0 = position(i0) - span.k_pos - sparse.window + 1;
+      next = w0 > j ? w0 : j;
+    }
+    for (std::int64_t qb = i0 / sparse.block_q; qb * sparse.block_q < i1; ++qb) {
+      const std::int64_t at = sparse.lower_bound(qb, j / sparse.block_k);
+      if (at < sparse.list_end(qb)) {
+        const std::int64_t k0 = sparse.id(at) * sparse.block_k;
+        const std::int64_t from = k0 > j ? k0 : j;
+        next = from < next ? from : next;
+      }
+    }
+    return next;
+  }
+
   /// classify without the bitmask and the layout.
   ATTNKIT_HOST_DEVICE tile_state classify_band(std::int64_t i0, std::int64_t i1, std::int64_t j0,
                                                std::int64_t j1) const {

@@ -137,9 +137,18 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
       const std::int64_t cols = std::min<std::int64_t>(L, jb - j0);
       const tile_state ts = group_state(vars, heads, sq, j0, j0 + cols);
       if (ts == tile_state::empty) {
+        // Under a layout, resume at the next key it may select.
+        std::int64_t resume = j0 + cols;
+        if (vars[0].mask.sparse.given()) {
+          std::int64_t next = jb;
+          for (std::int64_t x = 0; x < heads; ++x) next = std::min(next, vars[x].mask.next_selected(0, sq, j0 + cols));
+          resume = std::max(resume, next);
+        }
         if (plan.weights)
           for (std::int64_t r = 0; r < rows; ++r)
-            std::fill_n(kept_rows + r * plan.skv_pad + j0, cols, -std::numeric_limits<float>::infinity());
+            std::fill(kept_rows + r * plan.skv_pad + j0, kept_rows + r * plan.skv_pad + resume,
+                      -std::numeric_limits<float>::infinity());
+        j0 = resume - L;  // the loop adds L
         continue;
       }
       if constexpr (one_byte) {

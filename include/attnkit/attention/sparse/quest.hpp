@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "attnkit/attention/attention_args.hpp"
@@ -59,6 +60,23 @@ struct quest_bounds {
     }
   }
 };
+
+namespace detail {
+
+/// sum over c < d of max(q_c lo_c, q_c hi_c): the most q.k can be for a key inside [lo, hi].
+inline float quest_bound(const float* q, const float* lo, const float* hi, std::int64_t d) {
+  constexpr int W = 16;  // independent partial sums: the loop vectorizes without reassociating
+  float part[W] = {};
+  std::int64_t y = 0;
+  for (; y + W <= d; y += W)
+    for (int u = 0; u < W; ++u) part[u] += std::max(q[y + u] * lo[y + u], q[y + u] * hi[y + u]);
+  for (int u = 0; y + u < d; ++u) part[u] += std::max(q[y + u] * lo[y + u], q[y + u] * hi[y + u]);
+  float sum = 0.0f;
+  for (int u = 0; u < W; ++u) sum += part[u];
+  return sum;
+}
+
+}  // namespace detail
 
 /// Defaults: Quest's 16-key pages and a 2048-key budget.
 struct quest_options {
@@ -106,49 +124,57 @@ owned_layout quest_layout(const attention_args<TQ, TK, TV, TO>& args, const ques
   out.groups = s.hq / opt.head_group;
   out.qblocks = s.sq;
   const std::int64_t keep = std::max<std::int64_t>(1, opt.budget / ps), items = out.b * out.groups * out.qblocks;
+  const std::int64_t per_kv = group / opt.head_group;  // head groups of one KV head
   std::vector<std::int64_t> kept(static_cast<std::size_t>(items * keep)), counts(static_cast<std::size_t>(items), 0);
   struct scratch {
-    std::vector<float> score;
+    std::vector<float> q, score;  // the KV head's query rows (group, d); (per_kv, pages) scores
     std::vector<std::int64_t> order;
   };
   std::vector<scratch> slots(static_cast<std::size_t>(exec.concurrency()));
   const auto length = [&](std::int64_t b) { return a.k.is_paged ? a.k.paged.length(b) : s.skv; };
-  parallel_for_slots(exec, items, [&](std::int64_t item, std::int64_t slot) {
-    const std::int64_t b = item / (out.groups * out.qblocks), g = item / out.qblocks % out.groups;
-    const std::int64_t i = item % out.qblocks, len = length(b);
+  // One item per (sequence, KV head, row): the bounds are read once for every head of the group.
+  parallel_for_slots(exec, s.b * s.hkv * s.sq, [&](std::int64_t item, std::int64_t slot) {
+    const std::int64_t b = item / (s.hkv * s.sq), hk = item / s.sq % s.hkv, i = item % s.sq, len = length(b);
     if (i >= c.batch.rows(b)) return;
     const sequence_span span = c.batch.span(b, len);
     const std::int64_t seen = a.params.causal ? std::clamp<std::int64_t>(span.q_pos + i + 1 - span.k_pos, 0, len) : len;
-    const std::int64_t pages = (seen + ps - 1) / ps, hk = g * opt.head_group / group;
-    std::int64_t* list = kept.data() + item * keep;
+    const std::int64_t pages = (seen + ps - 1) / ps;
+    const auto list_of = [&](std::int64_t x) {  // head group x of this KV head
+      return ((b * out.groups + hk * per_kv + x) * out.qblocks + i);
+    };
     if (pages <= keep) {
-      for (std::int64_t x = 0; x < pages; ++x) list[x] = x;
-      counts[static_cast<std::size_t>(item)] = pages;
+      for (std::int64_t x = 0; x < per_kv; ++x) {
+        std::iota(kept.data() + list_of(x) * keep, kept.data() + list_of(x) * keep + pages, std::int64_t{0});
+        counts[static_cast<std::size_t>(list_of(x))] = pages;
+      }
       return;
     }
     scratch& sc = slots[static_cast<std::size_t>(slot)];
-    sc.score.assign(static_cast<std::size_t>(pages), -std::numeric_limits<float>::infinity());
-    for (std::int64_t h = g * opt.head_group; h < (g + 1) * opt.head_group; ++h) {
-      const auto* q = &a.q(c.batch.q_batch(b), h, c.batch.row0(b) + i, 0);
-      for (std::int64_t x = 0; x < pages - 1; ++x) {  // the local page is kept anyway
-        const float* lo = &bounds.min(b, hk, x, 0);
-        const float* hi = &bounds.max(b, hk, x, 0);
-        float bound = 0.0f;
-        for (std::int64_t y = 0; y < s.d; ++y) bound += std::max(to_float(q[y]) * lo[y], to_float(q[y]) * hi[y]);
-        sc.score[static_cast<std::size_t>(x)] = std::max(sc.score[static_cast<std::size_t>(x)], bound);
+    sc.q.resize(static_cast<std::size_t>(group * s.d));
+    for (std::int64_t h = 0; h < group; ++h)
+      for (std::int64_t y = 0; y < s.d; ++y)
+        sc.q[static_cast<std::size_t>(h * s.d + y)] = to_float(a.q(c.batch.q_batch(b), hk * group + h, c.batch.row0(b) + i, y));
+    sc.score.assign(static_cast<std::size_t>(per_kv * pages), -std::numeric_limits<float>::infinity());
+    for (std::int64_t x = 0; x < pages - 1; ++x) {  // the local page is kept anyway
+      const float* lo = &bounds.min(b, hk, x, 0);
+      const float* hi = &bounds.max(b, hk, x, 0);
+      for (std::int64_t h = 0; h < group; ++h) {
+        float& best = sc.score[static_cast<std::size_t>(h / opt.head_group * pages + x)];
+        best = std::max(best, detail::quest_bound(sc.q.data() + h * s.d, lo, hi, s.d));
       }
     }
-    sc.order.resize(static_cast<std::size_t>(pages - 1));
-    for (std::int64_t x = 0; x < pages - 1; ++x) sc.order[static_cast<std::size_t>(x)] = x;
-    std::partial_sort(sc.order.begin(), sc.order.begin() + (keep - 1), sc.order.end(),
-                      [&](std::int64_t u, std::int64_t w) {
-                        const float su = sc.score[static_cast<std::size_t>(u)], sw = sc.score[static_cast<std::size_t>(w)];
-                        return su > sw || (su == sw && u < w);
-                      });
-    std::copy(sc.order.begin(), sc.order.begin() + (keep - 1), list);
-    list[keep - 1] = pages - 1;
-    std::sort(list, list + keep);
-    counts[static_cast<std::size_t>(item)] = keep;
+    for (std::int64_t x = 0; x < per_kv; ++x) {
+      const float* score = sc.score.data() + x * pages;
+      sc.order.resize(static_cast<std::size_t>(pages - 1));
+      std::iota(sc.order.begin(), sc.order.end(), std::int64_t{0});
+      std::partial_sort(sc.order.begin(), sc.order.begin() + (keep - 1), sc.order.end(),
+                        [&](std::int64_t u, std::int64_t w) { return score[u] > score[w] || (score[u] == score[w] && u < w); });
+      std::int64_t* list = kept.data() + list_of(x) * keep;
+      std::copy(sc.order.begin(), sc.order.begin() + (keep - 1), list);
+      list[keep - 1] = pages - 1;
+      std::sort(list, list + keep);
+      counts[static_cast<std::size_t>(list_of(x))] = keep;
+    }
   });
   out.set_lists(kept.data(), keep, counts.data());
   return out;
