@@ -13,12 +13,17 @@
 //   hip_prefill      estimate + attention at n = range(0), hq 32, hkv 8 (GQA 4),
 //                    HiP defaults; its GFLOP/s counts dense causal FLOPs, so its
 //                    time reads directly against dense_causal_gqa4 on that shape.
+//                    recall: the share of dense attention's softmax mass that
+//                    the layout keeps, over 4 sample rows and every head.
 //   quest_decode     one decode row per query head over skv = range(0) keys, hq
 //                    32, hkv 8, budget range(1) (0: dense decode), lists shared
 //                    by range(2) query heads (1: per head, 4: per GQA group):
 //                    the page bounds are kept on append, so a step is
 //                    quest_layout + the attention call. GB/s counts the bytes a
-//                    dense step reads.
+//                    dense step reads; recall as hip_prefill's, every head. The
+//                    inputs are random normal: attention is spread thin, so
+//                    recall is close to the share of keys kept (structured
+//                    inputs: examples/04_sparse.cpp, docs/llama2.md).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -30,6 +35,7 @@
 #include "attnkit/attention/sparse/hip.hpp"
 #include "attnkit/attention/sparse/quest.hpp"
 #include "support/counters.hpp"
+#include "support/sparse_layouts.hpp"
 #include "support/workloads.hpp"
 
 namespace attnkit::bench {
@@ -119,8 +125,8 @@ void hip_estimate(benchmark::State& state) {
   inputs in(p, 42);
   auto a = make_attention_args(in.q.cview(), in.k.cview(), in.v.cview(), in.o.view);
   a.params = causal();
-  const executor exec = default_executor();
-  for (auto _ : state) benchmark::DoNotOptimize(hip_layout(a, hip_options{}, exec).indices.data());
+  const cpu<arch> backend;
+  for (auto _ : state) benchmark::DoNotOptimize(hip_layout(a, hip_options{}, backend).indices.data());
 }
 BENCHMARK(hip_estimate)->Arg(8192)->Arg(16384)->Arg(32768)->ArgName("n")->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -133,12 +139,15 @@ void hip_prefill(benchmark::State& state) {
   run_and_count(
       state,
       [&] {
-        const owned_layout l = hip_layout(a, hip_options{}, backend.exec);
+        const owned_layout l = hip_layout(a, hip_options{}, backend);
         auto s = a;
         s.sparse = l.view();
         flash_attention(s, backend);
       },
       attention_flops(p, true), kv_bytes(p, 2, 2), true, backend.exec.concurrency());
+  const std::vector<std::int64_t> rows = {p.sq / 4, p.sq / 2, p.sq - 1000, p.sq - 1};
+  state.counters["recall"] = mass_recall(hip_layout(a, hip_options{}, backend), p, in.q.cview(), in.k.cview(),
+                                         in.v.cview(), rows);
 }
 BENCHMARK(hip_prefill)->Arg(32768)->ArgName("n")->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 
@@ -163,6 +172,9 @@ void quest_decode(benchmark::State& state) {
         flash_attention(s, backend);
       },
       attention_flops(p, false), kv_bytes(p, 2, 2), false, backend.exec.concurrency());
+  if (opt.budget > 0)
+    state.counters["recall"] = mass_recall(quest_layout(a, bounds, opt, backend.exec), p, in.q.cview(), in.k.cview(),
+                                           in.v.cview(), {0});
 }
 BENCHMARK(quest_decode)
     ->ArgsProduct({{32768}, {0, 2048}, {1, 4}})

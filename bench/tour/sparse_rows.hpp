@@ -19,32 +19,13 @@
 #include "attnkit/attention/sparse/quest.hpp"
 #include "support/compare.hpp"
 #include "support/reference_attention.hpp"
+#include "support/sparse_layouts.hpp"
 #include "support/timing.hpp"
 #include "support/workloads.hpp"
 #include "tour/flash_rows.hpp"
 #include "tour/tour.hpp"
 
 namespace attnkit::tour {
-
-/// Row i of head h attends key j under the layout (one sequence, default positions, causal).
-inline bool layout_sees(const owned_layout& l, const bench::problem& p, std::int64_t h, std::int64_t i,
-                        std::int64_t j) {
-  const std::int64_t pos = p.skv - p.sq + i;
-  if (j > pos) return false;
-  const block_sparse_layout& s = l.shape;
-  if (j < s.sinks || pos - j < s.window) return true;
-  const std::int64_t g = h / s.head_group, qb = i / s.block_q;
-  return std::binary_search(l.first(0, g, qb), l.last(0, g, qb), j / s.block_k);
-}
-
-/// (row, key) pairs the layout lets through, over every head.
-inline double visited_pairs(const owned_layout& l, const bench::problem& p) {
-  double n = 0;
-  for (std::int64_t h = 0; h < p.hq; ++h)
-    for (std::int64_t i = 0; i < p.sq; ++i)
-      for (std::int64_t j = 0; j <= p.skv - p.sq + i; ++j) n += layout_sees(l, p, h, i, j);
-  return n;
-}
 
 template <class Select>
 row sparse_row(const char* kernel, const std::string& what, const bench::problem& p, bound b, const environment& env,
@@ -72,12 +53,12 @@ row sparse_row(const char* kernel, const std::string& what, const bench::problem
         flash_attention(s, backend);
       },
       env.quick ? 2 : 3, env.quick ? 0.0 : 0.5);
-  const double pairs = visited_pairs(first, p);
+  const double pairs = bench::visited_pairs(first, p);
   env.rate(r, 4.0 * p.d * pairs, pairs / (p.hq * p.sq) * p.hkv * (p.d + p.dv) * 2.0);
   flash_attention(a, backend);  // o under `first`, for the error
   const std::int64_t group = p.hq / p.hkv;
   test::oracle_options opt;
-  opt.allowed = [&](std::int64_t, std::int64_t h, std::int64_t i, std::int64_t j) { return layout_sees(first, p, h, i, j); };
+  opt.allowed = [&](std::int64_t, std::int64_t h, std::int64_t i, std::int64_t j) { return bench::layout_sees(first, p, h, i, j); };
   const auto sample = [](const auto& t, std::int64_t heads) { return t.cview().slice(1, 0, heads); };
   r.rel_err = test::compare_output(sample(in.o, group), test::reference_attention(sample(in.q, group), sample(in.k, 1),
                                                                                   sample(in.v, 1), a.params, opt))
@@ -95,7 +76,7 @@ inline std::vector<tour_case> sparse_cases() {
              o.sinks = 64;
              o.window = p.skv / 16;
              return sparse_row("sparse.hip", "top_k " + std::to_string(o.top_k), p, bound::compute, env,
-                               [o](const auto& a, const auto& be) { return hip_layout(a, o, be.exec); });
+                               [o](const auto& a, const auto& be) { return hip_layout(a, o, be); });
            }},
           {"sparse.quest", [](const environment& env) {
              const bench::problem p = flash_decode_problem(env, 4);

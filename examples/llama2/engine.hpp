@@ -239,7 +239,7 @@ class engine {
   template <class Args>
   owned_layout select_rows(const Args& args, int l, const std::vector<std::int64_t>& which, bool decode) const {
     if (sparse_.empty() || !decode) return {};
-    if (sparse_ == "hip") return hip_layout(args, hip_for(budget_), executor::serial());
+    if (sparse_ == "hip") return hip_layout(args, hip_for(budget_), cpu_native{executor::serial(), {}});
     const config& c = m_.cfg;
     const std::int64_t n = static_cast<std::int64_t>(which.size());
     quest_bounds step(c.n_kv_heads * n, 1, c.seq_len, c.head_size(), sparse_block);

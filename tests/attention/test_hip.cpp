@@ -136,7 +136,7 @@ TEST(Hip, ListsAreAscendingInRangeAndAsLongAsTheBudget) {
       }
     }
   // The same lists with one thread (ties go to the lower start, no race decides anything).
-  const owned_layout serial = hip_layout(a, o, executor::serial());
+  const owned_layout serial = hip_layout(a, o, cpu_native{executor::serial(), {}});
   EXPECT_EQ(serial.indptr, l.indptr);
   EXPECT_EQ(serial.indices, l.indices);
 }

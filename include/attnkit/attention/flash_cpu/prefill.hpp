@@ -41,18 +41,39 @@ struct prefill_keys {
   }
   std::int64_t values_stride() const { return vp ? plan.dvp : v.row(b, hk, 1) - v.row(b, hk, 0); }
 
-  /// Copies keys[0, n) (ascending) into a (d, KT) panel and (n, dvp) values,
-  /// a run of keys from one tile at a time; the panel's columns past n are 0.
-  void gather(const std::int64_t* keys, std::int64_t n, float* kp, float* vrows) const {
-    const std::int64_t d = plan.s.d, dvp = plan.dvp, ldv = values_stride();
+  /// f(c, key, run) for each run of keys[0, n) (ascending) that are
+  /// consecutive inside one tile: columns [c, c + run) hold keys [key, key + run).
+  template <class F>
+  static void for_each_run(const std::int64_t* keys, std::int64_t n, F&& f) {
     for (std::int64_t c = 0; c < n;) {
       std::int64_t run = 1;
       while (c + run < n && keys[c + run] == keys[c] + run && (keys[c] + run) % KT != 0) ++run;
-      const float* src = kt + keys[c] / KT * d * KT + keys[c] % KT;
-      for (std::int64_t x = 0; x < d; ++x) std::copy(src + x * KT, src + x * KT + run, kp + x * KT + c);
-      for (std::int64_t y = 0; y < run; ++y) std::copy(values(keys[c]) + y * ldv, values(keys[c]) + y * ldv + dvp, vrows + (c + y) * dvp);
+      f(c, keys[c], run);
       c += run;
     }
+  }
+
+  /// Whether the runs of keys[0, n) can be read in place: each starts at a
+  /// whole register of scores (every run but the last fills whole registers),
+  /// and the last, rounded up to a register, stays inside its tile's panel.
+  static bool runs_in_place(const std::int64_t* keys, std::int64_t n) {
+    constexpr std::int64_t L = simd::lanes<Arch>;
+    bool ok = true;
+    for_each_run(keys, n, [&](std::int64_t c, std::int64_t key, std::int64_t run) {
+      ok = ok && (c + run == n ? key % KT + (run + L - 1) / L * L <= KT : run % L == 0);
+    });
+    return ok;
+  }
+
+  /// Copies keys[0, n) (ascending) into a (d, KT) panel and (n, dvp) values,
+  /// a run at a time; the panel's columns past n are 0.
+  void gather(const std::int64_t* keys, std::int64_t n, float* kp, float* vrows) const {
+    const std::int64_t d = plan.s.d, dvp = plan.dvp, ldv = values_stride();
+    for_each_run(keys, n, [&](std::int64_t c, std::int64_t key, std::int64_t run) {
+      const float* src = kt + key / KT * d * KT + key % KT;
+      for (std::int64_t x = 0; x < d; ++x) std::copy(src + x * KT, src + x * KT + run, kp + x * KT + c);
+      for (std::int64_t y = 0; y < run; ++y) std::copy(values(key) + y * ldv, values(key) + y * ldv + dvp, vrows + (c + y) * dvp);
+    });
     if (n < KT)
       for (std::int64_t x = 0; x < d; ++x) std::fill(kp + x * KT + n, kp + (x + 1) * KT, 0.0f);
   }
@@ -79,10 +100,11 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     l[r] = init.l;
   }
   std::fill(acc, acc + rows * dvp, 0.0f);
-  // One visit: kt a (d, KT) panel of cols keys, j0 + c or keys[c] (gathered, never masked).
-  const auto visit = [&](const float* kt, std::int64_t j0, std::int64_t cols, tile_state ts, const float* vr,
-                         std::int64_t ldv, const std::int64_t* gathered) {
-    simd::qk_tile<Arch>(qb, rows, d, kt, sc);
+  // One visit of cols keys: qk() fills the scores, pv(masked) adds P.V; keys
+  // are j0 + c, or gathered[c] (never masked).
+  const auto visit = [&](const auto& qk, std::int64_t j0, std::int64_t cols, tile_state ts, const auto& pv,
+                         const std::int64_t* gathered) {
+    qk();
     for (std::int64_t r = 0; r < rows; ++r) {
       float* sr = sc + r * KT;
       if (gathered)
@@ -95,26 +117,47 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
       l[r] = st.l;
       if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
     }
-    // Masked keys must add nothing, whatever v holds.
-    simd::pv_tile<Arch>(sc, rows, cols, vr, ldv, acc, dvp, ts == tile_state::partial);
+    pv(ts == tile_state::partial);  // masked keys must add nothing, whatever v holds
   };
+  const std::int64_t ldv = keys.values_stride();
   const auto aligned = [&](std::int64_t j0, std::int64_t j1) {
     const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j1);
-    if (ts != tile_state::empty) visit(keys.panel(j0), j0, j1 - j0, ts, keys.values(j0), keys.values_stride(), nullptr);
+    if (ts == tile_state::empty) return;
+    visit([&] { simd::qk_tile<Arch>(qb, rows, d, keys.panel(j0), sc); }, j0, j1 - j0, ts,
+          [&](bool masked) { simd::pv_tile<Arch>(sc, rows, j1 - j0, keys.values(j0), ldv, acc, dvp, masked); }, nullptr);
   };
-  if (!var.mask.sparse.given()) {
-    for_each_tile(visible_keys(var.mask, i0, i0 + rows), KT, len, aligned);
-  } else {
+  // Gathered keys: straight from the packed tiles, a run at a time, when the
+  // runs sit on whole registers (blocks of 16 keys and more); else copied first.
+  const auto gathered = [&](const std::int64_t* ids, std::int64_t n) {
+    using run_reader = prefill_keys<Arch, VS>;
+    if (ids[0] % KT == 0 && ids[n - 1] == ids[0] + n - 1 && (n == KT || ids[0] + n == len))
+      return aligned(ids[0], ids[0] + n);  // a whole packed tile
+    if (run_reader::runs_in_place(ids, n)) {
+      constexpr std::int64_t L = simd::lanes<Arch>;
+      const auto qk = [&] {
+        run_reader::for_each_run(ids, n, [&](std::int64_t c, std::int64_t key, std::int64_t run) {
+          simd::gemm_tile<Arch, false>(qb, d, keys.panel(key / KT * KT) + key % KT, KT, sc + c, KT, rows,
+                                       (run + L - 1) / L * L, d);
+        });
+      };
+      const auto pv = [&](bool) {
+        run_reader::for_each_run(ids, n, [&](std::int64_t c, std::int64_t key, std::int64_t run) {
+          simd::gemm_tile<Arch, true>(sc + c, KT, keys.values(key), ldv, acc, dvp, rows, dvp, run);
+        });
+      };
+      return visit(qk, 0, n, tile_state::full, pv, ids);
+    }
     float* kp = plan.gather_panel(work);  // (d, KT)
     float* vg = kp + d * KT;              // (KT, dvp)
+    keys.gather(ids, n, kp, vg);
+    visit([&] { simd::qk_tile<Arch>(qb, rows, d, kp, sc); }, 0, n, tile_state::full,
+          [&](bool) { simd::pv_tile<Arch>(sc, rows, n, vg, dvp, acc, dvp); }, ids);
+  };
+  if (!var.mask.sparse.given())
+    for_each_tile(visible_keys(var.mask, i0, i0 + rows), KT, len, aligned);
+  else
     for_each_sparse_visit(var.mask, i0, i0 + rows, len, KT, plan.tile_marks(work), plan.gather_keys(work), aligned,
-                          [&](const std::int64_t* ids, std::int64_t n) {
-                            if (ids[0] % KT == 0 && ids[n - 1] == ids[0] + n - 1 && (n == KT || ids[0] + n == len))
-                              return aligned(ids[0], ids[0] + n);  // a whole packed tile: read it in place
-                            keys.gather(ids, n, kp, vg);
-                            visit(kp, 0, n, tile_state::full, vg, dvp, ids);
-                          });
-  }
+                          gathered);
   const float sink = var.normalizer.sink(h);
   for (std::int64_t r = 0; r < rows; ++r)
     write_row(acc + r * dvp, softmax_state{m[r], l[r]}, sink, io.o_row(b, h, i0 + r), dv, io.lse_at(b, h, i0 + r));

@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <numeric>
 #include <vector>
 
 #include "attnkit/attention/attention_args.hpp"
@@ -27,7 +29,13 @@
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
+#include "attnkit/backend/tags.hpp"
 #include "attnkit/core/parallel.hpp"
+#include "attnkit/core/tensor.hpp"
+
+#if ATTNKIT_HAS_XSIMD
+#include "attnkit/backend/cpu/flash_tiles.hpp"
+#endif
 
 ATTNKIT_BEGIN_NAMESPACE
 
@@ -68,8 +76,8 @@ inline std::int64_t hip_token(const hip_options& opt, std::int64_t lo, std::int6
 }
 
 /// The hierarchical search over `blocks` candidate key blocks with a budget of
-/// `budget` blocks; score(lo, hi) scores the branch of blocks [lo, hi). Writes
-/// the kept block ids, ascending, to out and returns how many.
+/// `budget` blocks; score(halves) sets the score of each branch of a round.
+/// Writes the kept block ids, ascending, to out and returns how many.
 template <class Score>
 std::int64_t hip_search(std::int64_t blocks, std::int64_t budget, const Score& score, std::vector<hip_branch>& branches,
                         std::vector<hip_branch>& halves, std::int64_t* out) {
@@ -84,9 +92,10 @@ std::int64_t hip_search(std::int64_t blocks, std::int64_t budget, const Score& s
     halves.clear();
     for (const hip_branch& br : branches) {
       const std::int64_t mid = br.start + (br.end - br.start) / 2;
-      if (mid > br.start) halves.push_back({br.start, mid, score(br.start, mid)});
-      halves.push_back({mid, br.end, score(mid, br.end)});
+      if (mid > br.start) halves.push_back({br.start, mid, 0.0f});
+      halves.push_back({mid, br.end, 0.0f});
     }
+    score(halves);
     const auto better = [](const hip_branch& a, const hip_branch& b) {
       return a.score > b.score || (a.score == b.score && a.start < b.start);
     };
@@ -97,6 +106,37 @@ std::int64_t hip_search(std::int64_t blocks, std::int64_t budget, const Score& s
   std::sort(out, out + budget);
   return budget;
 }
+
+/// out (n, rows_ld) = reps (n, d) * qt (d, rows_ld), the scores of n
+/// representative keys against the scoring rows; the plain loop.
+inline void hip_dots(const reference&, const float* reps, const float* qt, std::int64_t n, std::int64_t d,
+                     std::int64_t rows_ld, float* out) {
+  for (std::int64_t c = 0; c < n; ++c) {
+    float* o = out + c * rows_ld;
+    std::fill(o, o + rows_ld, 0.0f);
+    for (std::int64_t x = 0; x < d; ++x)
+      for (std::int64_t r = 0; r < rows_ld; ++r) o[r] += reps[c * d + x] * qt[x * rows_ld + r];
+  }
+}
+
+inline executor executor_of(const reference&) { return executor::serial(); }
+
+#if ATTNKIT_HAS_XSIMD
+/// The same on registers: one register-blocked product (out 64-byte aligned,
+/// rows_ld a multiple of the lanes).
+ATTNKIT_SIMD_BEGIN
+template <class Arch>
+void hip_dots(const cpu<Arch>&, const float* reps, const float* qt, std::int64_t n, std::int64_t d,
+              std::int64_t rows_ld, float* out) {
+  simd::gemm_tile<Arch, false>(reps, d, qt, rows_ld, out, rows_ld, n, rows_ld, d);
+}
+ATTNKIT_SIMD_END
+
+template <class Arch>
+executor executor_of(const cpu<Arch>& backend) {
+  return backend.exec;
+}
+#endif
 
 inline void check_hip_options(const char* fn, const hip_options& o, std::int64_t group) {
   constexpr std::int64_t limit = std::int64_t{1} << 40;
@@ -118,10 +158,11 @@ inline void check_hip_options(const char* fn, const hip_options& o, std::int64_t
 /// ragged, with positions), the key blocks of its search; the layout's sinks
 /// and window are opt's. Reads q and the representative keys only. With
 /// params.causal, a block's candidates are the keys its last row can see.
-/// Set args.sparse = layout.view() to run attention over it.
-template <class TQ, class TK, class TV, class TO>
+/// Set args.sparse = layout.view() to run attention over it. The scores run
+/// on `backend` (reference, or cpu<Arch> with its executor).
+template <class TQ, class TK, class TV, class TO, class Backend = cpu_native>
 owned_layout hip_layout(const attention_args<TQ, TK, TV, TO>& args, const hip_options& opt = {},
-                        const executor& exec = default_executor()) {
+                        const Backend& backend = {}) {
   constexpr const char* fn = "hip_layout";
   attention_args<TQ, TK, TV, TO> a = args;
   a.sparse = {};  // the layout being built replaces any given one
@@ -143,16 +184,20 @@ owned_layout hip_layout(const attention_args<TQ, TK, TV, TO>& args, const hip_op
   std::vector<std::int64_t> kept(static_cast<std::size_t>(items * per_item)), counts(static_cast<std::size_t>(items), 0);
 
   detail::with_kv_rows(a.k, a.v, [&](const auto& k, const auto&) {
-    const std::int64_t score_rows = opt.head_group * ((opt.block_q + opt.reduce_stride - 1) / opt.reduce_stride);
+    constexpr std::int64_t W = 16;  // rows padded to whole registers (AVX-512's lanes)
+    const std::int64_t most_rows = opt.head_group * ((opt.block_q + opt.reduce_stride - 1) / opt.reduce_stride);
+    const std::int64_t score_rows = (most_rows + W - 1) / W * W;  // padded with zero rows
+    const std::int64_t most_halves = 2 * budget;
     struct scratch {
-      std::vector<float> qt, key, dots;
+      tensor<float, 2> qt, reps, dots;  // (d, score_rows); (2 * budget, d); (2 * budget, score_rows)
       std::vector<detail::hip_branch> branches, halves;
     };
+    const executor exec = detail::executor_of(backend);
     std::vector<scratch> slots(static_cast<std::size_t>(exec.concurrency()));
     for (scratch& sc : slots) {
-      sc.qt.resize(static_cast<std::size_t>(s.d * score_rows));
-      sc.key.resize(static_cast<std::size_t>(s.d));
-      sc.dots.resize(static_cast<std::size_t>(score_rows));
+      sc.qt = tensor<float, 2>({s.d, score_rows}, 0.0f);
+      sc.reps = tensor<float, 2>({most_halves, s.d});
+      sc.dots = tensor<float, 2>({most_halves, score_rows});
     }
     parallel_for_slots(exec, items, [&](std::int64_t item, std::int64_t slot) {
       const std::int64_t b = item / (out.groups * out.qblocks), g = item / out.qblocks % out.groups;
@@ -164,28 +209,34 @@ owned_layout hip_layout(const attention_args<TQ, TK, TV, TO>& args, const hip_op
       const std::int64_t candidates = std::max<std::int64_t>(0, seen - opt.window);
       const std::int64_t blocks = (candidates + opt.block_k - 1) / opt.block_k;
       scratch& sc = slots[static_cast<std::size_t>(slot)];
-      // The scoring rows, transposed to (d, rows) so each key's dots are one pass over d.
+      if (blocks <= budget) {  // every candidate kept: nothing to score
+        std::iota(kept.data() + item * per_item, kept.data() + item * per_item + blocks, std::int64_t{0});
+        counts[static_cast<std::size_t>(item)] = blocks;
+        return;
+      }
+      // The scoring rows, transposed to (d, rows): a round's scores are one product.
       std::int64_t rows = 0;
       for (std::int64_t h = g * opt.head_group; h < (g + 1) * opt.head_group; ++h)
         for (std::int64_t i = i0; i < i1; i += opt.reduce_stride, ++rows)
-          for (std::int64_t x = 0; x < s.d; ++x)
-            sc.qt[static_cast<std::size_t>(x * score_rows + rows)] =
-                to_float(a.q(c.batch.q_batch(b), h, c.batch.row0(b) + i, x));
+          for (std::int64_t x = 0; x < s.d; ++x) sc.qt(x, rows) = to_float(a.q(c.batch.q_batch(b), h, c.batch.row0(b) + i, x));
+      for (std::int64_t r = rows; r < score_rows; ++r)
+        for (std::int64_t x = 0; x < s.d; ++x) sc.qt(x, r) = 0.0f;
       const std::int64_t hk = g * opt.head_group / group;
-      const auto score = [&](std::int64_t lo, std::int64_t hi) {
-        const std::int64_t j = detail::hip_token(opt, lo * opt.block_k, std::min(hi * opt.block_k, candidates),
-                                                 static_cast<std::uint64_t>(item));
-        const auto* kr = k.row(b, hk, j);
-        const float ks = k.scale(b, hk, j);
-        for (std::int64_t x = 0; x < s.d; ++x) sc.key[static_cast<std::size_t>(x)] = to_float(kr[x]) * ks;
-        float* dots = sc.dots.data();
-        std::fill(dots, dots + rows, 0.0f);
-        for (std::int64_t x = 0; x < s.d; ++x) {
-          const float kx = sc.key[static_cast<std::size_t>(x)];
-          const float* qx = sc.qt.data() + x * score_rows;
-          for (std::int64_t r = 0; r < rows; ++r) dots[r] += qx[r] * kx;
+      const auto score = [&](std::vector<detail::hip_branch>& halves) {
+        const std::int64_t n = static_cast<std::int64_t>(halves.size());
+        for (std::int64_t x = 0; x < n; ++x) {  // each half's representative key
+          const detail::hip_branch& br = halves[static_cast<std::size_t>(x)];
+          const std::int64_t j = detail::hip_token(opt, br.start * opt.block_k, std::min(br.end * opt.block_k, candidates),
+                                                   static_cast<std::uint64_t>(item));
+          const auto* kr = k.row(b, hk, j);
+          const float ks = k.scale(b, hk, j);
+          for (std::int64_t y = 0; y < s.d; ++y) sc.reps(x, y) = to_float(kr[y]) * ks;
         }
-        return *std::max_element(dots, dots + rows);
+        detail::hip_dots(backend, sc.reps.data(), sc.qt.data(), n, s.d, score_rows, sc.dots.data());
+        for (std::int64_t x = 0; x < n; ++x) {
+          const float* d = &sc.dots(x, 0);
+          halves[static_cast<std::size_t>(x)].score = *std::max_element(d, d + rows);
+        }
       };
       counts[static_cast<std::size_t>(item)] =
           detail::hip_search(blocks, budget, score, sc.branches, sc.halves, kept.data() + item * per_item);
