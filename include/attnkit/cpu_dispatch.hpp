@@ -263,6 +263,7 @@ flash_args<std::remove_const_t<TQ>, std::remove_const_t<TK>, TO> as_const_args(c
   c.q_pos = a.q_pos;
   c.k_pos = a.k_pos;
   c.mask = a.mask;
+  c.sparse = a.sparse;
   return c;
 }
 

@@ -23,6 +23,7 @@
 #include "support/linear_oracle.hpp"
 #include "support/paged_copy.hpp"
 #include "support/quantized_kv.hpp"
+#include "support/sparse_layout.hpp"
 
 namespace attnkit::test {
 namespace {
@@ -142,6 +143,28 @@ TEST(CpuDispatch, QuantizedKvMatchesFp64ReferenceOverItsValues) {
     run(std::int8_t{}, sq);
     run(fp8_e4m3{}, sq);
     run(fp8_e5m2{}, sq);
+  }
+}
+
+TEST(CpuDispatch, BlockSparseLayoutsMatchFp64ReferenceOverTheirKeys) {
+  seeded_rng seeded;
+  for (const std::int64_t sq : {1, 130}) {  // decode and prefill
+    const std::int64_t b = 2, hq = 8, hkv = 2, skv = 700, d = 64;
+    tensor<float, 4> q({b, hq, sq, d}), k({b, hkv, skv, d}), v({b, hkv, skv, d}), o({b, hq, sq, d}, std::nanf(""));
+    for (auto* t : {&q, &k, &v}) fill_normal(t->data(), t->size(), seeded.rng);
+    layout_lists l = random_layout({sq, sq}, {skv, skv}, hq, 16, 32, 0.3, seeded.rng);
+    l.sinks = 2;
+    l.window = 40;
+    auto a = make_attention_args(q.cview(), k.cview(), v.cview(), o.view());
+    a.params.causal = true;
+    a.sparse = l.view();
+    flash_attention(a, cpu_dispatch{two_threads()});
+    oracle_options opt;
+    opt.allowed = [&](std::int64_t bi, std::int64_t h, std::int64_t i, std::int64_t j) {
+      return l.sees(bi, h, i, j, skv - sq + i, j);
+    };
+    const error_stats e = compare_output(o.cview(), reference_attention(q.cview(), k.cview(), v.cview(), a.params, opt));
+    EXPECT_TRUE(e.within(1e-5)) << "sq " << sq << " rel_l2 " << e.rel_l2;
   }
 }
 
