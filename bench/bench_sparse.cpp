@@ -15,6 +15,10 @@
 //                    time reads directly against dense_causal_gqa4 on that shape.
 //                    recall: the share of dense attention's softmax mass that
 //                    the layout keeps, over 4 sample rows and every head.
+//   routing_prefill  routing_attention at n = range(0), hq 32, hkv 8, causal,
+//                    sqrt(n) clusters drawn from the queries (the paper's
+//                    count; window n / clusters): routing and attention
+//                    timed together; GFLOP/s and recall as hip_prefill's.
 //   quest_decode     one decode row per query head over skv = range(0) keys, hq
 //                    32, hkv 8, budget range(1) (0: dense decode), lists shared
 //                    by range(2) query heads (1: per head, 4: per GQA group):
@@ -27,6 +31,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -34,6 +39,7 @@
 #include "attnkit/attention/flash.hpp"
 #include "attnkit/attention/sparse/hip.hpp"
 #include "attnkit/attention/sparse/quest.hpp"
+#include "attnkit/attention/sparse/routing.hpp"
 #include "support/counters.hpp"
 #include "support/sparse_layouts.hpp"
 #include "support/workloads.hpp"
@@ -150,6 +156,43 @@ void hip_prefill(benchmark::State& state) {
                                          in.v.cview(), rows);
 }
 BENCHMARK(hip_prefill)->Arg(32768)->ArgName("n")->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+
+void routing_prefill(benchmark::State& state) {
+  const problem p = square(state.range(0), 32, 8);
+  inputs in(p, 42);
+  auto a = make_attention_args(in.q.cview(), in.k.cview(), in.v.cview(), in.o.view);
+  a.params = causal();
+  const auto clusters = static_cast<std::int64_t>(std::lround(std::sqrt(static_cast<double>(p.sq))));
+  routing_centroids mu(p.hq, clusters, p.d);
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<std::int64_t> row(0, p.sq - 1);
+  for (std::int64_t h = 0; h < p.hq; ++h)
+    for (std::int64_t c = 0; c < clusters; ++c) mu.set(h, c, &in.q.view(0, h, row(rng), 0));
+  cpu<arch> backend;
+  run_and_count(
+      state, [&] { routing_attention(a, mu, routing_options{}, backend); }, attention_flops(p, true),
+      kv_bytes(p, 2, 2), true, backend.exec.concurrency());
+  // Recall: the keys a sample row sees are those of every cluster that holds it.
+  double mass = 0;
+  const std::vector<std::int64_t> rows = {p.sq / 2, p.sq - 1};
+  for (std::int64_t h = 0; h < p.hq; ++h) {
+    const std::vector<routing_members> m = route(in.q.cview(), in.k.cview(), mu, 0, h, routing_options{}, backend);
+    for (const std::int64_t i : rows) {
+      tensor<float, 4> o({1, 1, 1, p.dv}), probs({1, 1, 1, i + 1});
+      dense_attention(in.q.cview().slice(1, h, h + 1).slice(2, i, i + 1),
+                      in.k.cview().slice(1, h / 4, h / 4 + 1).slice(2, 0, i + 1),
+                      in.v.cview().slice(1, h / 4, h / 4 + 1).slice(2, 0, i + 1), o.view(), causal(), {}, probs.view());
+      std::vector<char> seen(static_cast<std::size_t>(i + 1), 0);
+      for (const routing_members& cm : m)
+        if (std::binary_search(cm.queries.begin(), cm.queries.end(), i))
+          for (const std::int64_t j : cm.keys)
+            if (j <= i) seen[static_cast<std::size_t>(j)] = 1;
+      for (std::int64_t j = 0; j <= i; ++j) mass += seen[static_cast<std::size_t>(j)] ? probs(0, 0, 0, j) : 0.0;
+    }
+  }
+  state.counters["recall"] = mass / (p.hq * static_cast<double>(rows.size()));
+}
+BENCHMARK(routing_prefill)->Arg(32768)->ArgName("n")->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
 
 void quest_decode(benchmark::State& state) {
   problem p = square(1, 32, 8);

@@ -25,6 +25,7 @@
 #include "attnkit/attention/attention_args.hpp"
 #include "attnkit/attention/check_args.hpp"
 #include "attnkit/attention/schedule.hpp"
+#include "attnkit/attention/sparse/dots.hpp"
 #include "attnkit/attention/sparse/layout.hpp"
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
@@ -32,10 +33,6 @@
 #include "attnkit/backend/tags.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/tensor.hpp"
-
-#if ATTNKIT_HAS_XSIMD
-#include "attnkit/backend/cpu/flash_tiles.hpp"
-#endif
 
 ATTNKIT_BEGIN_NAMESPACE
 
@@ -106,37 +103,6 @@ std::int64_t hip_search(std::int64_t blocks, std::int64_t budget, const Score& s
   std::sort(out, out + budget);
   return budget;
 }
-
-/// out (n, rows_ld) = reps (n, d) * qt (d, rows_ld), the scores of n
-/// representative keys against the scoring rows; the plain loop.
-inline void hip_dots(const reference&, const float* reps, const float* qt, std::int64_t n, std::int64_t d,
-                     std::int64_t rows_ld, float* out) {
-  for (std::int64_t c = 0; c < n; ++c) {
-    float* o = out + c * rows_ld;
-    std::fill(o, o + rows_ld, 0.0f);
-    for (std::int64_t x = 0; x < d; ++x)
-      for (std::int64_t r = 0; r < rows_ld; ++r) o[r] += reps[c * d + x] * qt[x * rows_ld + r];
-  }
-}
-
-inline executor executor_of(const reference&) { return executor::serial(); }
-
-#if ATTNKIT_HAS_XSIMD
-/// The same on registers: one register-blocked product (out 64-byte aligned,
-/// rows_ld a multiple of the lanes).
-ATTNKIT_SIMD_BEGIN
-template <class Arch>
-void hip_dots(const cpu<Arch>&, const float* reps, const float* qt, std::int64_t n, std::int64_t d,
-              std::int64_t rows_ld, float* out) {
-  simd::gemm_tile<Arch, false>(reps, d, qt, rows_ld, out, rows_ld, n, rows_ld, d);
-}
-ATTNKIT_SIMD_END
-
-template <class Arch>
-executor executor_of(const cpu<Arch>& backend) {
-  return backend.exec;
-}
-#endif
 
 inline void check_hip_options(const char* fn, const hip_options& o, std::int64_t group) {
   constexpr std::int64_t limit = std::int64_t{1} << 40;
@@ -232,7 +198,7 @@ owned_layout hip_layout(const attention_args<TQ, TK, TV, TO>& args, const hip_op
           const float ks = k.scale(b, hk, j);
           for (std::int64_t y = 0; y < s.d; ++y) sc.reps(x, y) = to_float(kr[y]) * ks;
         }
-        detail::hip_dots(backend, sc.reps.data(), sc.qt.data(), n, s.d, score_rows, sc.dots.data());
+        detail::row_dots(backend, sc.reps.data(), sc.qt.data(), n, s.d, score_rows, sc.dots.data());
         for (std::int64_t x = 0; x < n; ++x) {
           const float* d = &sc.dots(x, 0);
           halves[static_cast<std::size_t>(x)].score = *std::max_element(d, d + rows);

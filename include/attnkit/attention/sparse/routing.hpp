@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <type_traits>
@@ -30,6 +31,7 @@
 #include "attnkit/attention/attention_args.hpp"
 #include "attnkit/attention/check_args.hpp"
 #include "attnkit/attention/flash.hpp"
+#include "attnkit/attention/sparse/dots.hpp"
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "attnkit/core/error.hpp"
@@ -114,30 +116,50 @@ struct routing_options {
 
 namespace detail {
 
-/// The `w` of the n vectors x(i) (rows of a (n, d) view) whose unit vectors
-/// score highest against unit centroid mu (ties to the lower index), ascending.
-template <class Row>
-void top_members(std::int64_t n, std::int64_t d, const Row& x, const float* mu, std::int64_t w,
-                 std::vector<float>& score, std::vector<std::int64_t>& out) {
-  score.resize(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    const auto* r = x(i);
-    double dot = 0, norm = 0;
-    for (std::int64_t y = 0; y < d; ++y) {
-      dot += static_cast<double>(mu[y]) * to_float(r[y]);
-      norm += static_cast<double>(to_float(r[y])) * to_float(r[y]);
+/// For each centroid c of head h, the w of the n vectors row(i) (d values each)
+/// whose unit vectors score highest against it (ties to the lower index; a zero
+/// vector scores below every other), ascending: out[c]. The scores of all
+/// vectors against all centroids are one product on `backend`.
+template <class Row, class Backend>
+void top_members(std::int64_t n, std::int64_t d, const Row& row, const routing_centroids& mu, std::int64_t h,
+                 std::int64_t w, const Backend& backend, std::vector<std::vector<std::int64_t>>& out) {
+  constexpr std::int64_t piece = 256;  // vectors (or clusters, / 16) per work item
+  const executor exec = executor_of(backend);
+  const std::int64_t nc = mu.clusters(), ld = (std::max<std::int64_t>(n, 1) + 15) / 16 * 16;
+  tensor<float, 2> unit_t({d, ld}, 0.0f), scores({nc, ld});  // unit vectors as columns; (clusters, vectors)
+  std::vector<char> zero(static_cast<std::size_t>(n), 0);
+  parallel_for(exec, (n + piece - 1) / piece, [&](std::int64_t p) {
+    for (std::int64_t i = p * piece; i < std::min(n, (p + 1) * piece); ++i) {
+      const auto* r = row(i);
+      double norm = 0;
+      for (std::int64_t y = 0; y < d; ++y) norm += static_cast<double>(to_float(r[y])) * to_float(r[y]);
+      zero[static_cast<std::size_t>(i)] = !(norm > 0);
+      if (norm > 0)
+        for (std::int64_t y = 0; y < d; ++y) unit_t(y, i) = static_cast<float>(to_float(r[y]) / std::sqrt(norm));
     }
-    score[static_cast<std::size_t>(i)] = norm > 0 ? static_cast<float>(dot / std::sqrt(norm)) : -2.0f;
-  }
-  out.resize(static_cast<std::size_t>(n));
-  std::iota(out.begin(), out.end(), std::int64_t{0});
-  const std::int64_t k = std::min(w, n);
-  std::partial_sort(out.begin(), out.begin() + k, out.end(), [&](std::int64_t a, std::int64_t b) {
-    const float sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
-    return sa > sb || (sa == sb && a < b);
   });
-  out.resize(static_cast<std::size_t>(k));
-  std::sort(out.begin(), out.end());
+  parallel_for(exec, (nc + 15) / 16, [&](std::int64_t p) {
+    const std::int64_t c0 = p * 16, count = std::min<std::int64_t>(16, nc - c0);
+    row_dots(backend, &mu.mu(h, c0, 0), unit_t.data(), count, d, ld, &scores(c0, 0));
+  });
+  out.assign(static_cast<std::size_t>(nc), {});
+  const std::int64_t k = std::min(w, n);
+  std::vector<std::vector<float>> values(static_cast<std::size_t>(exec.concurrency()));
+  parallel_for_slots(exec, k > 0 ? nc : 0, [&](std::int64_t c, std::int64_t slot) {
+    float* score = &scores(c, 0);
+    for (std::int64_t i = 0; i < n; ++i)
+      if (zero[static_cast<std::size_t>(i)]) score[i] = -2.0f;  // below every cosine
+    // The k-th best score, then every score above it and the first ties at it.
+    std::vector<float>& v = values[static_cast<std::size_t>(slot)];
+    v.assign(score, score + n);
+    std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<float>());
+    const float edge = v[static_cast<std::size_t>(k - 1)];
+    std::int64_t ties = k - std::count_if(score, score + n, [&](float x) { return x > edge; });
+    std::vector<std::int64_t>& members = out[static_cast<std::size_t>(c)];
+    members.reserve(static_cast<std::size_t>(k));
+    for (std::int64_t i = 0; i < n; ++i)
+      if (score[i] > edge || (score[i] == edge && ties-- > 0)) members.push_back(i);
+  });
 }
 
 inline void check_routing_args(const char* fn, const attention_params& p, bool paged, bool ragged, bool bits,
@@ -157,18 +179,22 @@ struct routing_members {
   std::vector<std::int64_t> queries, keys;
 };
 
-/// The routing of head h of sequence b under `centroids` (q: (b, hq, sq, d), k: (b, hkv, skv, d)).
-template <class TQ, class TK>
+/// The routing of head h of sequence b under `centroids` (q: (b, hq, sq, d), k:
+/// (b, hkv, skv, d)), scored on `backend`.
+template <class TQ, class TK, class Backend = cpu_native>
 std::vector<routing_members> route(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, const routing_centroids& centroids,
-                                   std::int64_t b, std::int64_t h, const routing_options& opt = {}) {
+                                   std::int64_t b, std::int64_t h, const routing_options& opt = {},
+                                   const Backend& backend = {}) {
   const std::int64_t sq = q.extent(2), skv = k.extent(2), d = q.extent(3), hk = h / (q.extent(1) / k.extent(1));
-  const std::int64_t w = opt.window > 0 ? opt.window : (std::max(sq, skv) + centroids.clusters() - 1) / centroids.clusters();
-  std::vector<routing_members> out(static_cast<std::size_t>(centroids.clusters()));
-  std::vector<float> score;
-  for (std::int64_t c = 0; c < centroids.clusters(); ++c) {
-    const float* mu = &centroids.mu(h, c, 0);
-    detail::top_members(sq, d, [&](std::int64_t i) { return &q(b, h, i, 0); }, mu, w, score, out[static_cast<std::size_t>(c)].queries);
-    detail::top_members(skv, d, [&](std::int64_t j) { return &k(b, hk, j, 0); }, mu, w, score, out[static_cast<std::size_t>(c)].keys);
+  const std::int64_t nc = centroids.clusters();
+  const std::int64_t w = opt.window > 0 ? opt.window : (std::max(sq, skv) + nc - 1) / nc;
+  std::vector<std::vector<std::int64_t>> queries, keys;
+  detail::top_members(sq, d, [&](std::int64_t i) { return &q(b, h, i, 0); }, centroids, h, w, backend, queries);
+  detail::top_members(skv, d, [&](std::int64_t j) { return &k(b, hk, j, 0); }, centroids, h, w, backend, keys);
+  std::vector<routing_members> out(static_cast<std::size_t>(nc));
+  for (std::int64_t c = 0; c < nc; ++c) {
+    out[static_cast<std::size_t>(c)].queries = std::move(queries[static_cast<std::size_t>(c)]);
+    out[static_cast<std::size_t>(c)].keys = std::move(keys[static_cast<std::size_t>(c)]);
   }
   return out;
 }
@@ -201,7 +227,7 @@ void routing_attention(const attention_args<TQ, TK, TV, TO>& args, const routing
     const sequence_span span = c.batch.span(b, s.skv);
     for (std::int64_t h = 0; h < s.hq; ++h) {
       const std::int64_t hk = h / (s.hq / s.hkv);
-      const std::vector<routing_members> m = route(args.q, args.k.strided, centroids, b, h, opt);
+      const std::vector<routing_members> m = route(args.q, args.k.strided, centroids, b, h, opt, backend);
       // Gather each cluster, its causal bitmask by original positions.
       std::fill(bits.begin(), bits.end(), std::uint8_t{0});
       for (std::int64_t x = 0; x < nc; ++x) {
