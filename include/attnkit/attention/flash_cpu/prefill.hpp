@@ -123,8 +123,22 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
   const auto aligned = [&](std::int64_t j0, std::int64_t j1) {
     const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j1);
     if (ts == tile_state::empty) return;
-    visit([&] { simd::qk_tile<Arch>(qb, rows, d, keys.panel(j0), sc); }, j0, j1 - j0, ts,
-          [&](bool masked) { simd::pv_tile<Arch>(sc, rows, j1 - j0, keys.values(j0), ldv, acc, dvp, masked); }, nullptr);
+    if (!var.mask.sparse.given() || ts == tile_state::full) {
+      visit([&] { simd::qk_tile<Arch>(qb, rows, d, keys.panel(j0), sc); }, j0, j1 - j0, ts,
+            [&](bool masked) { simd::pv_tile<Arch>(sc, rows, j1 - j0, keys.values(j0), ldv, acc, dvp, masked); },
+            nullptr);
+      return;
+    }
+    // Under a layout, only the columns from the first key it may select to the
+    // rows' last visible key: the rest of the tile is masked, so never computed.
+    constexpr std::int64_t L = simd::lanes<Arch>;
+    const std::int64_t lo = (std::max(j0, var.mask.next_selected(i0, i0 + rows, j0)) - j0) / L * L;
+    const std::int64_t hi = std::min(j1, var.mask.band(i0 + rows - 1).last + 1) - j0;
+    if (lo >= hi) return;
+    const std::int64_t cols = std::min(KT - lo, (hi - lo + L - 1) / L * L);
+    visit([&] { simd::gemm_tile<Arch, false>(qb, d, keys.panel(j0) + lo, KT, sc + lo, KT, rows, cols, d); }, j0,
+          j1 - j0, ts, [&](bool) { simd::pv_tile<Arch>(sc + lo, rows, hi - lo, keys.values(j0 + lo), ldv, acc, dvp, true); },
+          nullptr);
   };
   // Gathered keys: straight from the packed tiles, a run at a time, when the
   // runs sit on whole registers (blocks of 16 keys and more); else copied first.
