@@ -270,7 +270,8 @@ TEST(Llama2, EvaluationInvariants) {
   setup.budgets = {12, 100};  // 100 holds every token: nothing is evicted
   setup.kv_types = {"f32", "int8"};
   const eval_report rep = run_evaluation(m, tok, setup);
-  ASSERT_EQ(rep.rows.size(), 2 * (1u + 8u * setup.budgets.size()));
+  // The full cache and 8 policies at each budget per storage type, then HiP and Quest (f32) at each budget.
+  ASSERT_EQ(rep.rows.size(), 2 * (1u + 8u * setup.budgets.size()) + 2u * setup.budgets.size());
   const auto row = [&](const std::string& policy, std::int64_t budget) {
     for (const eval_row& r : rep.rows)
       if (r.policy == policy && r.budget == budget && r.kv == "f32") return r;
@@ -286,6 +287,8 @@ TEST(Llama2, EvaluationInvariants) {
       EXPECT_NE(r.nll, rep.rows.front().nll);
       EXPECT_NEAR(r.ppl_ratio, 1.0, 0.02);
       EXPECT_GE(r.agreement, 90.0);
+    } else if (r.policy == "hip" || r.policy == "quest") {  // selection keeps the whole cache
+      EXPECT_GT(r.mean_rows, 12.0);
     } else if (r.policy != "snapkv" && r.policy != "duo") {  // those two keep rows past the budget
       EXPECT_LE(r.mean_rows, 12.0);
     }
