@@ -119,7 +119,7 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     }
     pv(ts == tile_state::partial);  // masked keys must add nothing, whatever v holds
   };
-  const std::int64_t ldv = keys.values_stride();
+  const std::int64_t ldv = len > 0 ? keys.values_stride() : 0;  // no key: no row to take a stride from
   const auto aligned = [&](std::int64_t j0, std::int64_t j1) {
     const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j1);
     if (ts == tile_state::empty) return;
