@@ -98,6 +98,22 @@ tensor<float, 4> random_landmarks(const problem& pr, std::int64_t block, std::mt
   return lm;
 }
 
+/// Causal args over case c, with its lse.
+attention_args<const float, const float, const float, float> causal_args(case_f32& c) {
+  auto a = make_attention_args(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view);
+  a.params = causal_params();
+  a.lse = c.lse.view();
+  return a;
+}
+
+/// Landmark options of a block size and a top_k.
+landmark_options options(std::int64_t block, std::int64_t top_k) {
+  landmark_options o;
+  o.block = block;
+  o.top_k = top_k;
+  return o;
+}
+
 TEST(Landmark, EqualsTheGroupedSoftmax) {
   seeded_rng seeded;
   on_every_backend([&](auto backend) {
@@ -106,13 +122,7 @@ TEST(Landmark, EqualsTheGroupedSoftmax) {
         for (std::int64_t top_k : {0, 2, 5, 1000}) {  // 1000: every earlier block (L1)
           case_f32 c(pr, seeded.rng);
           const tensor<float, 4> lm = random_landmarks(pr, block, seeded.rng);
-          auto a = make_attention_args(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view);
-          a.params = causal_params();
-          a.lse = c.lse.view();
-          landmark_options o;
-          o.block = block;
-          o.top_k = top_k;
-          landmark_attention(a, lm.cview(), o, backend);
+          landmark_attention(causal_args(c), lm.cview(), options(block, top_k), backend);
           expect_grouped(c, lm, block, top_k);
         }
   });
@@ -123,13 +133,8 @@ TEST(Landmark, OneBlockIsDenseCausalAttention) {
   const problem pr{1, 4, 1, 40, 90, 16, 16};
   case_f32 c(pr, seeded.rng);
   const tensor<float, 4> lm = random_landmarks(pr, 100, seeded.rng);
-  auto a = make_attention_args(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view);
-  a.params = causal_params();
-  a.lse = c.lse.view();
-  landmark_options o;
-  o.block = 100;
-  landmark_attention(a, lm.cview(), o, reference{});
-  c.expect_matches(c.oracle(a.params), 1e-5, false);
+  landmark_attention(causal_args(c), lm.cview(), options(100, landmark_options{}.top_k), reference{});
+  c.expect_matches(c.oracle(causal_params()), 1e-5, false);
 }
 
 TEST(Landmark, TheLayoutListsTheTopBlocksAndTheOwnBlock) {
@@ -137,12 +142,7 @@ TEST(Landmark, TheLayoutListsTheTopBlocksAndTheOwnBlock) {
   const problem pr{1, 2, 1, 5, 500, 16, 16};
   case_f32 c(pr, seeded.rng);
   const tensor<float, 4> lm = random_landmarks(pr, 20, seeded.rng);
-  auto a = make_attention_args(c.q.cview(), c.k.cview(), c.v.cview(), c.o.view);
-  a.params = causal_params();
-  landmark_options o;
-  o.block = 20;
-  o.top_k = 4;
-  const owned_layout l = landmark_layout(a, lm.cview(), o);
+  const owned_layout l = landmark_layout(causal_args(c), lm.cview(), options(20, 4));
   for (std::int64_t h = 0; h < pr.hq; ++h)
     for (std::int64_t i = 0; i < pr.sq; ++i) {
       const std::int64_t own = (pr.skv - pr.sq + i) / 20;
