@@ -1,4 +1,4 @@
-// linear_attention on cpu<xsimd::default_arch>, all threads, caller workspace:
+// linear_attention on cpu_native, all threads, caller workspace:
 // chunkwise prefill (Lightning: a decay per head; GLA: per channel) against the
 // FMA peak, BASED's layer likewise, the decode step's state traffic against DRAM
 // bandwidth at short and long contexts, and causal flash prefill on the same shape
@@ -19,7 +19,7 @@
 namespace attnkit::bench {
 namespace {
 
-using arch = xsimd::default_arch;
+using arch = native_arch;
 constexpr std::int64_t heads = 8, dim = 128, chunk = 64;
 
 enum variant : std::int64_t { lightning = 0, gla = 1 };

@@ -1,5 +1,6 @@
 // attnkit_bench: Google Benchmark cases for every kernel family. The machine's
-// FMA peak and DRAM (and L2) bandwidth are measured first so each case reports peak_frac.
+// FMA and bf16 dot peaks and DRAM (and L2) bandwidth are measured first so each
+// case reports peak_frac.
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -15,6 +16,8 @@ int main(int argc, char** argv) {
   m.all_threads = attnkit::bench::measure_machine(attnkit::bench::max_threads());
   benchmark::AddCustomContext("fma_gflops_1_thread", std::to_string(m.one_thread.fma_gflops));
   benchmark::AddCustomContext("fma_gflops_all_threads", std::to_string(m.all_threads.fma_gflops));
+  benchmark::AddCustomContext("bf16_dot_gflops_1_thread", std::to_string(m.one_thread.bf16_dot_gflops));
+  benchmark::AddCustomContext("bf16_dot_gflops_all_threads", std::to_string(m.all_threads.bf16_dot_gflops));
   benchmark::AddCustomContext("read_gbps_1_thread", std::to_string(m.one_thread.read_gbps));
   benchmark::AddCustomContext("read_gbps_all_threads", std::to_string(m.all_threads.read_gbps));
   benchmark::AddCustomContext("l2_read_gbps_1_thread", std::to_string(m.one_thread.l2_read_gbps));

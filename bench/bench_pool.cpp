@@ -1,5 +1,5 @@
 // Serving many sequences through one kv_pool (f16, hkv 8, hq 32, d 128, pages
-// of 16 rows), cpu<xsimd::default_arch> on all threads:
+// of 16 rows), cpu_native on all threads:
 //   pool_decode  one decode row for each of 64 sequences of ragged lengths
 //                (100..3941): one pool_attention call for the batch against
 //                64 calls, one per sequence. GB/s counts the K and V bytes read.
@@ -29,7 +29,7 @@ namespace {
 void pool_decode(benchmark::State& state) {
   pool_batch in(64, ragged_length, 1, 42);
   in.gather_all();
-  cpu<xsimd::default_arch> backend;
+  cpu_native backend;
   const bool per_sequence = state.range(0) != 0;
   run_and_count(
       state, [&] { per_sequence ? in.decode_each(backend) : in.decode_batch(backend); }, 0.0, in.kv_bytes(), false,
@@ -43,7 +43,7 @@ void pool_step(benchmark::State& state) {
   pool_batch in(n, [](std::int64_t s) { return budget + s; }, 8, 42);
   std::vector<h2o> policies(static_cast<std::size_t>(n), h2o({budget, 0, 64, slack, {}}));
   const auto spare = in.pool.add_sequence();
-  cpu<xsimd::default_arch> backend;
+  cpu_native backend;
   kv_batch batch;
   const std::int64_t capacity = budget + slack + 1;
   std::vector<float> weights(static_cast<std::size_t>(hkv * n * capacity));

@@ -1,4 +1,4 @@
-// Quantized KV against f16 KV, cpu<xsimd::default_arch> on all threads,
+// Quantized KV against f16 KV, cpu_native on all threads,
 // caller workspace, f32 q and o, hkv 8, d 128:
 //   quant_decode   one query row per head over skv = range(0) keys, hq = 8 * range(1):
 //                  bound by the bytes of K and V it reads. GB/s counts the bytes
@@ -24,7 +24,7 @@
 namespace attnkit::bench {
 namespace {
 
-using arch = xsimd::default_arch;
+using arch = native_arch;
 
 /// Random K or V (1, hkv, skv, d) of type T with its scales: codes drawn
 /// uniformly (fp8 NaN codes excepted), int8 row scales and fp8 head scales of 1/64.

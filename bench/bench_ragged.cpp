@@ -1,6 +1,6 @@
 // Continuous batching: one ragged flash_attention call over a paged cache for a
 // batch of 63 decode rows and one 2048-row prefill chunk, against the same work
-// as 64 per-sequence calls. cpu<xsimd::default_arch>, all threads; f32 q and o,
+// as 64 per-sequence calls. cpu_native, all threads; f32 q and o,
 // f16 K and V, hkv 8, hq 32, d 128, causal.
 #include <benchmark/benchmark.h>
 
@@ -71,7 +71,7 @@ struct ragged_inputs {
 // range(0): keys per decode sequence; range(1): 0 = one ragged call, 1 = one call per sequence.
 void flash_ragged(benchmark::State& state) {
   ragged_inputs in(state.range(0));
-  cpu<xsimd::default_arch> backend;
+  cpu_native backend;
   attention_params params;
   params.causal = true;
   auto args = make_attention_args(in.q.cview(), in.kp.view, in.vp.view, in.o.view);
@@ -101,7 +101,7 @@ void flash_ragged(benchmark::State& state) {
   }
   const bool per_sequence = state.range(1) != 0;
   std::vector<unsigned char> own(most);
-  cpu<xsimd::default_arch> one;
+  cpu_native one;
   one.scratch = {own.data(), own.size()};
   run_and_count(
       state,

@@ -1,4 +1,4 @@
-// Block-sparse attention on cpu<xsimd::default_arch>, all threads, caller
+// Block-sparse attention on cpu_native, all threads, caller
 // workspace; f32 q and o, f16 K and V, d 128, causal:
 //   sparse_executor  n = range(0) rows and keys, hq 8, hkv 2; a random layout of
 //                    range(1) x range(2) blocks (block_q x block_k) keeping
@@ -47,7 +47,7 @@
 namespace attnkit::bench {
 namespace {
 
-using arch = xsimd::default_arch;
+using arch = native_arch;
 using inputs = attention_inputs<float, half, half, float>;
 
 problem square(std::int64_t n, std::int64_t hq, std::int64_t hkv) {

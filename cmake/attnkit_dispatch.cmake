@@ -1,9 +1,10 @@
 # attnkit_add_cpu_dispatch(<target>)
 #
 # Lets <target>, built for any x86-64 baseline, call attnkit's ops with
-# attnkit::cpu_dispatch{} (attnkit/cpu_dispatch.hpp) and run the AVX-512
-# kernels on CPUs that have AVX-512BW, the AVX2 + FMA + F16C kernels on CPUs
-# that have those, and throw attnkit::error on any other CPU.
+# attnkit::cpu_dispatch{} (attnkit/cpu_dispatch.hpp) and run the avx512bf16
+# kernels on CPUs that have AVX-512BW and AVX512_BF16, the AVX-512 kernels on
+# CPUs that have AVX-512BW, the AVX2 + FMA + F16C kernels on CPUs that have
+# those, and throw attnkit::error on any other CPU.
 #
 # It adds one generated translation unit per arch, compiled with that arch's
 # flags and nothing wider, whose attnkit code sits in its own namespace
@@ -12,14 +13,16 @@
 # standard library's inline functions are instantiated in several of them, the
 # linker keeps the first copy, which every dispatched CPU can run.
 #
-# ATTNKIT_DISPATCH_AVX2_FLAGS and ATTNKIT_DISPATCH_AVX512_FLAGS are each arch's flags.
+# ATTNKIT_DISPATCH_<ARCH>_FLAGS are each arch's flags.
 set(ATTNKIT_DISPATCH_AVX2_FLAGS -mavx2 -mfma -mf16c)
 set(ATTNKIT_DISPATCH_AVX512_FLAGS ${ATTNKIT_DISPATCH_AVX2_FLAGS} -mavx512f -mavx512cd -mavx512dq -mavx512bw)
+set(ATTNKIT_DISPATCH_AVX512BF16_FLAGS ${ATTNKIT_DISPATCH_AVX512_FLAGS} -mavx512bf16)
 
 function(attnkit_add_cpu_dispatch target)
-  set(archs avx2 avx512)
+  set(archs avx2 avx512 avx512bf16)
   set(avx2_flags ${ATTNKIT_DISPATCH_AVX2_FLAGS})
   set(avx512_flags ${ATTNKIT_DISPATCH_AVX512_FLAGS})
+  set(avx512bf16_flags ${ATTNKIT_DISPATCH_AVX512BF16_FLAGS})
   foreach(arch IN LISTS archs)
     set(source ${CMAKE_CURRENT_BINARY_DIR}/${target}_attnkit_dispatch_${arch}.cpp)
     file(CONFIGURE OUTPUT ${source} CONTENT

@@ -48,7 +48,8 @@ double median(std::vector<double> x) {
 // hit both alike; the counters are the medians and their ratio.
 void decode_call(benchmark::State& state) {
   const std::int64_t hkv = state.range(2), d = 128, skv = state.range(0), hq = hkv * state.range(1);
-  if (attnkit::cpu_dispatch_arch() != std::string("avx512")) {
+  const std::string arch = attnkit::cpu_dispatch_arch();  // avx512bf16 runs decode as avx512 does
+  if (arch != "avx512" && arch != "avx512bf16") {
     state.SkipWithError("the direct call runs AVX-512 kernels; this CPU has none");
     return;
   }

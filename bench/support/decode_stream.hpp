@@ -30,7 +30,7 @@ struct decode_stream {
   tensor<float, 4> o{{1, hq, 1, d}};
   std::vector<float> weights;  // (1, hkv, longest head)
   std::vector<unsigned char> scratch;
-  cpu<xsimd::default_arch> backend;
+  cpu_native backend;
   std::int64_t next = 0;
   double attention_s = 0, policy_s = 0;
 

@@ -1,6 +1,7 @@
 // Short probes of this machine's limits, so benchmark rows can say what fraction
-// of the hardware they use: fp32 FMA throughput, and read bandwidth from DRAM and
-// from L2 (what a kernel whose working set stays in L2, like linear decode, gets).
+// of the hardware they use: fp32 FMA throughput, bf16 pair-dot throughput
+// (vdpbf16ps, where the CPU and the build have it), and read bandwidth from DRAM
+// and from L2 (what a kernel whose working set stays in L2, like linear decode, gets).
 #pragma once
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attnkit/backend/cpu/bf16_dot.hpp"
+#include "attnkit/backend/cpu/cpu_features.hpp"
 #include "attnkit/core/tensor.hpp"
 
 #if defined(_OPENMP)
@@ -41,6 +44,19 @@ inline int max_threads() {
 #endif
 }
 
+/// The best of three runs of body(thread_index) on `threads` threads, in
+/// GFLOP/s for `flops` per run.
+template <class Body>
+double best_gflops(int threads, double flops, Body&& body) {
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    on_threads(threads, body);
+    best = std::max(best, flops / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
 /// fp32 FMA throughput in GFLOP/s on `threads` threads: independent FMA chains in
 /// registers, wide enough to cover the FMA latency on every port.
 inline double measure_fma_gflops(int threads) {
@@ -48,24 +64,47 @@ inline double measure_fma_gflops(int threads) {
   constexpr int chains = 16;
   constexpr std::int64_t iters = 1 << 23;
   std::vector<float> sink(static_cast<std::size_t>(threads));
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    on_threads(threads, [&](int t) {
-      batch acc[chains];
-      for (int c = 0; c < chains; ++c) acc[c] = batch(1.0f + 0.001f * static_cast<float>(c + t));
-      const batch a(0.9999999f), b(1e-7f);
-      for (std::int64_t i = 0; i < iters; ++i)
-        for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], a, b);
-      batch total(0.0f);
-      for (int c = 0; c < chains; ++c) total += acc[c];
-      sink[static_cast<std::size_t>(t)] = xsimd::hadd(total);  // keeps the loop alive
-    });
-    const double flops = 2.0 * chains * batch::size * static_cast<double>(iters) * threads;
-    best = std::max(best, flops / seconds_since(t0) / 1e9);
-  }
+  const double best =
+      best_gflops(threads, 2.0 * chains * batch::size * static_cast<double>(iters) * threads, [&](int t) {
+        batch acc[chains];
+        for (int c = 0; c < chains; ++c) acc[c] = batch(1.0f + 0.001f * static_cast<float>(c + t));
+        const batch a(0.9999999f), b(1e-7f);
+        for (std::int64_t i = 0; i < iters; ++i)
+          for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], a, b);
+        batch total(0.0f);
+        for (int c = 0; c < chains; ++c) total += acc[c];
+        sink[static_cast<std::size_t>(t)] = xsimd::hadd(total);  // keeps the loop alive
+      });
   return sink[0] == 0.0f ? best * 2 : best;  // never true: the sum is ~16 * threads
 }
+
+ATTNKIT_SIMD_BEGIN  // GCC 12 flags the AVX-512 reductions' don't-care operands (xsimd_compat.hpp)
+/// bf16 pair-dot throughput in GFLOP/s on `threads` threads (vdpbf16ps: 16
+/// lanes x 2 products x 2 FLOPs each), chains as in measure_fma_gflops; 0 when
+/// the build lacks -mavx512bf16 or the CPU lacks AVX512_BF16.
+inline double measure_bf16_dot_gflops(int threads) {
+#if ATTNKIT_HAS_BF16_DOT
+  if (!detect_cpu_features().has_avx512bf16_kernels()) return 0;
+  constexpr int chains = 16;
+  constexpr std::int64_t iters = 1 << 23;
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  const double best = best_gflops(threads, 4.0 * chains * 16 * static_cast<double>(iters) * threads, [&](int t) {
+    __m512 acc[chains];
+    for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c + t));
+    const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33d633d6);  // 1, 1e-7
+    for (std::int64_t i = 0; i < iters; ++i)
+      for (int c = 0; c < chains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
+    __m512 total = _mm512_setzero_ps();
+    for (int c = 0; c < chains; ++c) total = _mm512_add_ps(total, acc[c]);
+    sink[static_cast<std::size_t>(t)] = _mm512_reduce_add_ps(total);  // keeps the loop alive
+  });
+  return sink[0] < 0.0f ? best * 2 : best;  // never true: every chain starts at >= 0 and adds > 0
+#else
+  (void)threads;
+  return 0;
+#endif
+}
+ATTNKIT_SIMD_END
 
 /// Read bandwidth in GB/s on `threads` threads, each summing its share of `bytes`
 /// `passes` times: DRAM for a buffer far larger than the caches (the default).
@@ -103,13 +142,14 @@ inline double measure_read_gbps(int threads, std::int64_t bytes = std::int64_t(5
 struct machine_limits {
   int threads = 1;
   double fma_gflops = 0;
+  double bf16_dot_gflops = 0;  // 0: no bf16 pair dot in this build or on this CPU
   double read_gbps = 0;
   double l2_read_gbps = 0;
 };
 
 inline machine_limits measure_machine(int threads) {
   // L2: 512 KiB per thread (a quarter of a 2 MiB L2, half of a 1 MiB one), read 400 times.
-  return {threads, measure_fma_gflops(threads), measure_read_gbps(threads),
+  return {threads, measure_fma_gflops(threads), measure_bf16_dot_gflops(threads), measure_read_gbps(threads),
           measure_read_gbps(threads, std::int64_t(threads) << 19, 400)};
 }
 

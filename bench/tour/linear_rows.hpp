@@ -1,4 +1,4 @@
-// Tour rows for linear attention on cpu<xsimd::default_arch>, all threads, with a
+// Tour rows for linear attention on cpu_native, all threads, with a
 // caller workspace: chunkwise prefill of Lightning (decay per head, fla's rule),
 // GLA (gates per channel) and BASED (symmetric Taylor map, d 16 -> 153 features,
 // V 64) over 8 heads, and one GLA decode step after a long prefill. Prefill FLOPs
@@ -39,7 +39,7 @@ inline row run_linear_prefill(linear_kind kind, const environment& env) {
   if (kind == linear_kind::lightning) decay.per_head = tensor_view<const float, 1>(log_lambda.data(), {heads});
   if (kind == linear_kind::gla) decay.per_channel = in.g_channel.cview();
   tensor<float, 4> o({1, heads, t, V});
-  cpu<xsimd::default_arch> backend;
+  cpu_native backend;
   linear_params p;
   p.chunk = chunk;
   if (kind == linear_kind::lightning) p.scale = 1.0f;
@@ -95,7 +95,7 @@ inline row run_linear_decode(const environment& env) {
   const test::linear_inputs in(1, heads, context + 1, d, d, rng, false, 16.0f);
   tensor<float, 4> o({1, heads, context + 1, d}), st({1, heads, d, d});
   std::fill(st.data(), st.data() + st.size(), 0.0f);
-  cpu<xsimd::default_arch> backend;
+  cpu_native backend;
   std::vector<unsigned char> scratch(linear_attention_workspace_size(d, d, {}, backend));
   backend.scratch = {scratch.data(), scratch.size()};
   const auto rows = [](const tensor<float, 4>& x, std::int64_t a, std::int64_t b) { return x.cview().slice(2, a, b); };

@@ -28,9 +28,11 @@ using attnkit::tour::row;
 
 void print_table(const std::vector<row>& rows, const attnkit::tour::environment& env) {
   std::printf("machine: fp32 FMA peak %.1f GFLOP/s (1 thread), %.1f GFLOP/s (%d threads); "
+              "bf16 dot peak %.1f GFLOP/s (1 thread), %.1f GFLOP/s (%d threads; 0: none); "
               "DRAM read %.1f GB/s (1 thread), %.1f GB/s (%d threads); L2 read %.1f GB/s (1 thread), "
               "%.1f GB/s (%d threads)\n\n",
               env.one_thread.fma_gflops, env.all_threads.fma_gflops, env.all_threads.threads,
+              env.one_thread.bf16_dot_gflops, env.all_threads.bf16_dot_gflops, env.all_threads.threads,
               env.one_thread.read_gbps, env.all_threads.read_gbps, env.all_threads.threads,
               env.one_thread.l2_read_gbps, env.all_threads.l2_read_gbps, env.all_threads.threads);
   std::printf("%-16s %-40s %-20s %7s %11s %9s %8s %8s %9s\n", "kernel", "shape", "dtype", "threads", "median ms",
@@ -38,8 +40,9 @@ void print_table(const std::vector<row>& rows, const attnkit::tour::environment&
   for (const row& r : rows)
     std::printf("%-16s %-40s %-20s %7d %11.3f %9.2f %8.2f %7.1f%c %9.1e%s\n", r.kernel.c_str(), r.shape.c_str(),
                 r.dtype.c_str(), r.threads, r.median_ms, r.gflops, r.gbps, 100 * r.peak_fraction,
-                r.bounded_by == bound::compute ? 'F' : 'B', r.rel_err, r.rel_err <= r.tolerance ? "" : "  FAIL");
-  std::printf("\n%% peak: F = of the FMA peak, B = of the DRAM read bandwidth, on the row's thread count.\n");
+                attnkit::tour::bound_letter(r.bounded_by), r.rel_err, r.rel_err <= r.tolerance ? "" : "  FAIL");
+  std::printf("\n%% peak: F = of the FMA peak, D = of the bf16 dot peak, B = of the DRAM read bandwidth, on the "
+              "row's thread count.\n");
 }
 
 void write_json(const std::vector<row>& rows, const std::string& path) {
@@ -53,7 +56,7 @@ void write_json(const std::vector<row>& rows, const std::string& path) {
                   "\"median_ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g, \"bound\": \"%s\", "
                   "\"peak_fraction\": %.6g, \"rel_err\": %.6g, \"tolerance\": %.6g}%s\n",
                   r.kernel.c_str(), r.shape.c_str(), r.dtype.c_str(), r.threads, r.median_ms, r.gflops, r.gbps,
-                  r.bounded_by == bound::compute ? "compute" : "memory", r.peak_fraction, r.rel_err, r.tolerance,
+                  attnkit::tour::bound_name(r.bounded_by), r.peak_fraction, r.rel_err, r.tolerance,
                   i + 1 < rows.size() ? "," : "");
     out << line;
   }

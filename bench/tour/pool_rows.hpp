@@ -25,7 +25,7 @@ inline row run_pool_batch(const environment& env) {
   const auto length = [&](std::int64_t s) { return env.quick ? 50 + bench::ragged_length(s) / 8 : bench::ragged_length(s); };
   pool_batch in(n, length, 1, test::fresh_seed());
   in.gather_all();
-  const cpu<xsimd::default_arch> backend;
+  const cpu_native backend;
   const int reps = env.quick ? 2 : 5;
   const double min_s = env.quick ? 0.0 : 0.5;
   row r;

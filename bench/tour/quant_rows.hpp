@@ -1,5 +1,5 @@
 // Tour row for decode over an int8 KV cache (a scale per row): the flash.decode
-// shape with K and V quantized, on cpu<xsimd::default_arch>, all threads. GB/s
+// shape with K and V quantized, on cpu_native, all threads. GB/s
 // counts the bytes read (int8 data and fp32 row scales); the error compares
 // the first GQA group with the fp64 attention over the values the cache holds
 // (the kernel's own error: the fp32 bound applies).
@@ -19,7 +19,7 @@
 namespace attnkit::tour {
 
 inline row run_int8_decode(const environment& env, std::int64_t group) {
-  using backend_t = cpu<xsimd::default_arch>;
+  using backend_t = cpu_native;
   const bench::problem p = flash_decode_problem(env, group);
   std::mt19937_64 rng(test::fresh_seed());
   const test::quantized_kv<std::int8_t> k(1, p.hkv, p.skv, p.d, rng), v(1, p.hkv, p.skv, p.dv, rng);

@@ -1,4 +1,4 @@
-// Tour rows for block-sparse attention on cpu<xsimd::default_arch>, all
+// Tour rows for block-sparse attention on cpu_native, all
 // threads: HiP over the flash.prefill shape (its search and the attention,
 // timed together) and Quest over the flash.decode GQA 4 shape (page bounds
 // kept on append, so a step is the selection and the attention; one list per
@@ -30,7 +30,7 @@ namespace attnkit::tour {
 template <class Select>
 row sparse_row(const char* kernel, const std::string& what, const bench::problem& p, bound b, const environment& env,
                Select&& select) {
-  using backend_t = cpu<xsimd::default_arch>;
+  using backend_t = cpu_native;
   bench::attention_inputs<float, half, half, float> in(p, test::fresh_seed());
   auto a = make_attention_args(in.q.cview(), in.k.cview(), in.v.cview(), in.o.view);
   a.params.causal = true;

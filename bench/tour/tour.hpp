@@ -6,13 +6,24 @@
 #include <type_traits>
 #include <vector>
 
+#include "attnkit/backend/tags.hpp"
 #include "attnkit/core/dtype.hpp"
 #include "support/machine.hpp"
 
 namespace attnkit::tour {
 
-/// What bounds a row: FMA throughput or DRAM read bandwidth.
-enum class bound { compute, memory };
+/// What bounds a row: FMA throughput, bf16 pair-dot throughput (rows whose
+/// products run on vdpbf16ps), or DRAM read bandwidth.
+enum class bound { compute, bf16_dot, memory };
+
+/// bound::bf16_dot where cpu_native runs bf16 prefill on pairs and the probe saw the instruction, else bound::compute.
+inline bound bf16_compute_bound(const bench::machine_limits& m) {
+  return has_bf16_dot<native_arch> && m.bf16_dot_gflops > 0 ? bound::bf16_dot : bound::compute;
+}
+
+/// The letter the table prints after a row's % peak, and the json's word.
+inline char bound_letter(bound b) { return b == bound::compute ? 'F' : b == bound::bf16_dot ? 'D' : 'B'; }
+inline const char* bound_name(bound b) { return b == bound::compute ? "compute" : b == bound::bf16_dot ? "bf16_dot" : "memory"; }
 
 struct row {
   std::string kernel;  // e.g. "dense.prefill"
@@ -23,7 +34,7 @@ struct row {
   double gflops = 0;
   double gbps = 0;  // bytes of K and V read per second
   bound bounded_by = bound::compute;
-  double peak_fraction = 0;  // of the FMA peak (compute) or the DRAM read bandwidth (memory)
+  double peak_fraction = 0;  // of the FMA peak (compute), the bf16 dot peak, or the DRAM read bandwidth (memory)
   double rel_err = 0;        // ||out - fp64 reference|| / ||reference||
   double tolerance = 0;      // rel_err must stay within this (DESIGN §7)
 };
@@ -42,7 +53,9 @@ struct environment {
     const auto& m = limits(r.threads);
     r.gflops = flops / (r.median_ms * 1e6);
     r.gbps = bytes / (r.median_ms * 1e6);
-    r.peak_fraction = r.bounded_by == bound::compute ? r.gflops / m.fma_gflops : r.gbps / m.read_gbps;
+    r.peak_fraction = r.bounded_by == bound::compute    ? r.gflops / m.fma_gflops
+                      : r.bounded_by == bound::bf16_dot ? r.gflops / m.bf16_dot_gflops
+                                                        : r.gbps / m.read_gbps;
   }
 };
 

@@ -2,13 +2,14 @@
 // x86-64 CPU it lands on.
 //
 // attnkit_add_cpu_dispatch(target) (cmake/attnkit_dispatch.cmake) adds to a
-// target one translation unit per arch (AVX-512BW; AVX2 + FMA + F16C), each
+// target one translation unit per arch (AVX-512BW + AVX512_BF16; AVX-512BW;
+// AVX2 + FMA + F16C), each
 // compiled with that arch's flags and nothing wider and each in its own
 // ATTNKIT_ARCH_NAMESPACE (core/config.hpp), so no function compiled for one
 // arch can be linked into another arch's path or into baseline code. This
 // header is the front the rest of the program calls: it picks the best arch
-// the CPU has (once per process; ATTNKIT_CPU_ARCH=avx2 in the environment caps
-// it), hands the call's arguments to that arch's entry point, and returns what
+// the CPU has (once per process; ATTNKIT_CPU_ARCH=avx2 or avx512 in the
+// environment caps it), hands the call's arguments to that arch's entry point, and returns what
 // it returns. The arch's kernel validates the call exactly as cpu<Arch> does;
 // its attnkit::error reaches the caller as the caller's attnkit::error. A CPU
 // below every compiled arch gets attnkit::error naming what it lacks, never SIGILL.
@@ -19,6 +20,7 @@
 // compile here, with a message naming the types that are dispatched.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -49,7 +51,7 @@
 // here has a function body that could be compiled differently on each side.
 namespace attnkit::dispatch_abi {
 
-enum class isa : int { avx2, avx512 };
+enum class isa : int { avx2, avx512, avx512bf16 };
 enum class op : int {
   flash,
   flash_workspace,
@@ -193,15 +195,19 @@ inline dispatch_choice choose_isa() {
             "this CPU lacks " + f.missing_for_avx2_kernels();
     return c;
   }
+  using dispatch_abi::isa;
   c.ok = true;
-  c.isa = f.has_avx512_kernels() ? dispatch_abi::isa::avx512 : dispatch_abi::isa::avx2;
+  c.isa = f.has_avx512bf16_kernels() ? isa::avx512bf16 : f.has_avx512_kernels() ? isa::avx512 : isa::avx2;
   if (const char* cap = std::getenv("ATTNKIT_CPU_ARCH")) {
     const std::string s = cap;
     if (s == "avx2") {
-      c.isa = dispatch_abi::isa::avx2;
-    } else if (s != "avx512" && !s.empty()) {
+      c.isa = isa::avx2;
+    } else if (s == "avx512") {
+      c.isa = std::min(c.isa, isa::avx512);
+    } else if (s != "avx512bf16" && !s.empty()) {
       c.ok = false;
-      c.why = "the environment's ATTNKIT_CPU_ARCH must be avx2 or avx512 (a cap on the arch), got '" + s + "'";
+      c.why = "the environment's ATTNKIT_CPU_ARCH must be avx2, avx512 or avx512bf16 (a cap on the arch), got '" +
+              s + "'";
     }
   }
   return c;
@@ -240,8 +246,14 @@ std::size_t dispatch(const char* fn, const Args& args, const cpu_dispatch& backe
                              &backend.exec,
                              &run_items,
                              &raise_error};
-  if (choice.isa == dispatch_abi::isa::avx512) return dispatch_abi::run<dispatch_abi::isa::avx512, Op, Types>(c);
-  return dispatch_abi::run<dispatch_abi::isa::avx2, Op, Types>(c);
+  switch (choice.isa) {
+    case dispatch_abi::isa::avx512bf16:
+      return dispatch_abi::run<dispatch_abi::isa::avx512bf16, Op, Types>(c);
+    case dispatch_abi::isa::avx512:
+      return dispatch_abi::run<dispatch_abi::isa::avx512, Op, Types>(c);
+    default:
+      return dispatch_abi::run<dispatch_abi::isa::avx2, Op, Types>(c);
+  }
 }
 
 template <class T, std::size_t R>
@@ -289,12 +301,14 @@ inline constexpr bool linear_dispatched =
 
 }  // namespace detail::dispatch
 
-/// The arch cpu_dispatch runs on this CPU: "avx512" or "avx2". Throws
-/// attnkit::error, naming what is missing, on a CPU below both.
+/// The arch cpu_dispatch runs on this CPU: "avx512bf16" (AVX-512BW and
+/// AVX512_BF16: bf16 prefill on the pair dot product), "avx512" or "avx2".
+/// Throws attnkit::error, naming what is missing, on a CPU below all three.
 inline const char* cpu_dispatch_arch() {
   const detail::dispatch::dispatch_choice& choice = detail::dispatch::chosen_isa();
   ATTNKIT_CHECK(choice.ok, "cpu_dispatch_arch: ", choice.why);
-  return choice.isa == dispatch_abi::isa::avx512 ? "avx512" : "avx2";
+  using dispatch_abi::isa;
+  return choice.isa == isa::avx512bf16 ? "avx512bf16" : choice.isa == isa::avx512 ? "avx512" : "avx2";
 }
 
 /// flash_attention on the best arch of this CPU; same contract as cpu<Arch> (flash_cpu.hpp).

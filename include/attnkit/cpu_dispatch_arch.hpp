@@ -38,6 +38,10 @@ template <>
 struct isa_arch<dispatch_abi::isa::avx512> {
   using type = xsimd::avx512bw;
 };
+template <>
+struct isa_arch<dispatch_abi::isa::avx512bf16> {
+  using type = avx512bf16;
+};
 
 /// The element type of each dispatch_abi::dtype, in the enum's order.
 using dispatch_elements = std::tuple<float, half, bfloat16, std::int8_t, fp8_e4m3, fp8_e5m2>;
@@ -146,7 +150,7 @@ const void* instantiate(type_list<Entries...>) {
 
 }  // namespace attnkit::dispatch_abi
 
-/// ATTNKIT_CPU_DISPATCH_INSTANTIATE(avx2 | avx512): the dispatch table's entry points for one arch.
+/// ATTNKIT_CPU_DISPATCH_INSTANTIATE(avx2 | avx512 | avx512bf16): the dispatch table's entry points for one arch.
 #define ATTNKIT_CPU_DISPATCH_INSTANTIATE(ISA)                                                              \
   template const void* attnkit::dispatch_abi::instantiate<attnkit::dispatch_abi::isa::ISA>(               \
       attnkit::dispatch_abi::dispatched_ops);

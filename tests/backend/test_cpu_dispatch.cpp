@@ -1,5 +1,5 @@
 // cpu_dispatch from a binary built for the baseline x86-64 arch: it picks the
-// best arch this CPU has (ctest runs it again capped to AVX2, and under
+// best arch this CPU has (ctest runs it again capped to AVX-512 and to AVX2, and under
 // qemu-x86_64 -cpu Haswell), every dispatched op matches the fp64 oracle there,
 // errors raised on the arch side reach the caller as attnkit::error before any
 // output is written, and the caller's executor runs the work.
@@ -41,10 +41,10 @@ std::string expected_arch() {
       break;
     }
   const auto has = [&](const char* f) { return flags.find(" " + std::string(f) + " ") != std::string::npos; };
-  const char* cap = std::getenv("ATTNKIT_CPU_ARCH");
-  if (cap && std::string(cap) == "avx2") return "avx2";
-  if (has("avx512f") && has("avx512cd") && has("avx512dq") && has("avx512bw")) return "avx512";
-  return "avx2";
+  const std::string cap = std::getenv("ATTNKIT_CPU_ARCH") ? std::getenv("ATTNKIT_CPU_ARCH") : "";
+  if (cap == "avx2") return "avx2";
+  if (!(has("avx512f") && has("avx512cd") && has("avx512dq") && has("avx512bw"))) return "avx2";
+  return has("avx512_bf16") && cap != "avx512" ? "avx512bf16" : "avx512";
 }
 
 TEST(CpuDispatch, PicksTheBestArchThisCpuHas) {

@@ -7,6 +7,8 @@
 
 #if ATTNKIT_HAS_XSIMD
 #include <xsimd/xsimd.hpp>
+
+#include "attnkit/backend/cpu/arch.hpp"
 #endif
 
 ATTNKIT_BEGIN_NAMESPACE
@@ -14,8 +16,8 @@ ATTNKIT_BEGIN_NAMESPACE
 /// Plain scalar C++: the algorithm as a reader should learn it, and the oracle's twin.
 struct reference {};
 
-/// SIMD kernels on xsimd::batch<float, Arch> (xsimd::avx512bw, xsimd::fma3<xsimd::avx2>,
-/// or cpu_native below). `exec` runs the work items; `scratch` lends the kernel
+/// SIMD kernels on xsimd::batch<float, Arch> (attnkit::avx512bf16, xsimd::avx512bw,
+/// xsimd::fma3<xsimd::avx2>, or cpu_native below). `exec` runs the work items; `scratch` lends the kernel
 /// its workspace (size from the kernel's *_workspace_size), or stays empty and
 /// the kernel allocates per call. Arch must be one the translation unit is
 /// compiled for; cpu_dispatch picks one at run time instead.
@@ -27,15 +29,17 @@ struct cpu {
 #if ATTNKIT_HAS_XSIMD
   static_assert(Arch::supported(),
                 "attnkit::cpu<Arch>: this translation unit is not compiled for Arch. Compile it with Arch's "
-                "flags (avx512bw: -mavx512f -mavx512cd -mavx512dq -mavx512bw; fma3<avx2>: -mavx2 -mfma -mf16c; "
+                "flags (avx512bw: -mavx512f -mavx512cd -mavx512dq -mavx512bw; avx512bf16: those and -mavx512bf16; "
+                "fma3<avx2>: -mavx2 -mfma -mf16c; "
                 "or -march=...), use attnkit::cpu_native (the best arch of these flags), or attnkit::cpu_dispatch "
                 "(attnkit/cpu_dispatch.hpp, the best arch of the running CPU)");
 #endif
 };
 
 #if ATTNKIT_HAS_XSIMD
-/// cpu<Arch> for the best arch this translation unit's flags allow.
-using cpu_native = cpu<xsimd::default_arch>;
+/// cpu<Arch> for the best arch this translation unit's flags allow (avx512bf16
+/// where they include -mavx512bf16, else xsimd's default arch).
+using cpu_native = cpu<native_arch>;
 #else
 /// Without xsimd the best backend compiled in is the reference.
 using cpu_native = reference;

@@ -13,6 +13,8 @@
 #include "attnkit/attention/flash_cpu/key_weights.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
 #include "attnkit/attention/sparse/walk.hpp"
+#include "attnkit/backend/cpu/arch.hpp"
+#include "attnkit/backend/cpu/bf16_dot.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/core/config.hpp"
@@ -35,6 +37,7 @@ struct prefill_keys {
   const float* kt;  // (tiles, d, KT)
   const float* vp;  // (tiles * KT, dvp); null: v in place
 
+  // With bf16 pairs a panel holds (d + 1) / 2 words per key and V (tiles * KT / 2, dvp) words; the offsets below still fit.
   const float* panel(std::int64_t j0) const { return kt + j0 * plan.s.d; }
   const float* values(std::int64_t j) const {
     return vp ? vp + j * plan.dvp : reinterpret_cast<const float*>(v.row(b, hk, j));
@@ -79,9 +82,78 @@ struct prefill_keys {
   }
 };
 
+/// Whether a call with these element types may run its prefill on bf16 pairs:
+/// Q, K and V all bf16 on an arch with the pair dot product.
+template <class Arch, class TQ, class TK, class TV>
+inline constexpr bool bf16_pair_types =
+    has_bf16_dot<Arch> && ATTNKIT_HAS_BF16_DOT && std::is_same_v<std::remove_const_t<TQ>, bfloat16> &&
+    std::is_same_v<std::remove_const_t<TK>, bfloat16> && std::is_same_v<std::remove_const_t<TV>, bfloat16>;
+
+/// The tile products of a prefill run. fp32 (Pairs false): q pre-scaled in an
+/// fp32 block, K and V in fp32 panels. Pairs: q, K and V stay bf16 as pair rows
+/// (bf16_dot.hpp): Q.K^T is exact products summed in fp32 and scaled at the
+/// end; P is rounded to bf16 for P.V, which sums in fp32.
+template <class Arch, bool Pairs>
+struct prefill_dots {
+  static constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
+  std::int64_t d, dvp;
+  float scale;
+
+  std::int64_t q_words() const { return Pairs ? (d + 1) / 2 : d; }  // a query row's width in qb
+
+  template <class TQ>
+  void load_q(const TQ* src, float* dst) const {
+    if constexpr (Pairs) {
+      pack_pairs(src, d, 1, reinterpret_cast<std::uint32_t*>(dst));
+    } else {
+      simd::widen_row<Arch>(src, d, dst, d, scale);
+    }
+  }
+  /// s (rows, KT) = the scores of the tile whose panel is kp.
+  void qk(const float* qb, std::int64_t rows, const float* kp, float* s) const {
+#if ATTNKIT_HAS_BF16_DOT
+    if constexpr (Pairs)
+      return simd::dot2_tile<false>(reinterpret_cast<const std::uint32_t*>(qb), q_words(),
+                                    reinterpret_cast<const std::uint32_t*>(kp), KT, s, KT, rows, KT, q_words(), scale);
+#endif
+    simd::qk_tile<Arch>(qb, rows, d, kp, s);
+  }
+  /// A row of weights, ready for pv.
+  void weights_ready(float* sr) const {
+#if ATTNKIT_HAS_BF16_DOT
+    if constexpr (Pairs) simd::round_pairs(sr, KT);
+#else
+    (void)sr;
+#endif
+  }
+  /// acc (rows, dvp) += p (rows, cols) * values (cols, dvp), values' rows ldv apart.
+  void pv(const float* p, std::int64_t rows, std::int64_t cols, const float* values, std::int64_t ldv, float* acc,
+          bool masked) const {
+#if ATTNKIT_HAS_BF16_DOT
+    if constexpr (Pairs) {
+      const auto* a = reinterpret_cast<const std::uint32_t*>(p);
+      const auto* b = reinterpret_cast<const std::uint32_t*>(values);
+      if (masked) return simd::dot2_tile<true, true>(a, KT, b, dvp, acc, dvp, rows, dvp, (cols + 1) / 2);
+      return simd::dot2_tile<true>(a, KT, b, dvp, acc, dvp, rows, dvp, (cols + 1) / 2);
+    }
+#endif
+    simd::pv_tile<Arch>(p, rows, cols, values, ldv, acc, dvp, masked);
+  }
+
+  /// dst[x * stride] = the pair (src[2x], src[2x + 1]) for x < (n + 1) / 2; 0 past n.
+  template <class T>
+  static void pack_pairs(const T* src, std::int64_t n, std::int64_t stride, std::uint32_t* dst) {
+    static_assert(std::is_same_v<T, bfloat16>, "pair rows hold bf16");
+    for (std::int64_t x = 0; 2 * x < n; ++x) {
+      const std::uint32_t hi = 2 * x + 1 < n ? src[2 * x + 1].bits : 0u;
+      dst[x * stride] = src[2 * x].bits | hi << 16;
+    }
+  }
+};
+
 /// Rows [i0, i0 + rows) of query head h of sequence b through the tile body,
 /// over the tiles its schedule yields, with its state in `work` (a slot).
-template <class Arch, class TQ, class TO, class VS>
+template <class Arch, bool Pairs, class TQ, class TO, class VS>
 void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const attention_variant& var,
                  const prefill_keys<Arch, VS>& keys, std::int64_t b, std::int64_t h, std::int64_t i0,
                  std::int64_t rows, float* work) {
@@ -93,8 +165,9 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
   float* acc = sc + plan.s_floats(); // (rows, dvp)
   float* m = acc + plan.acc_floats();  // (rows) running max
   float* l = m + simd::flash_tiling<Arch>::q_tile;  // (rows) running sum
+  const prefill_dots<Arch, Pairs> dots{d, dvp, var.score.scale};
   for (std::int64_t r = 0; r < rows; ++r) {
-    simd::widen_row<Arch>(io.q_row(b, h, i0 + r), d, qb + r * d, d, var.score.scale);
+    dots.load_q(io.q_row(b, h, i0 + r), qb + r * dots.q_words());
     const softmax_state init;
     m[r] = init.m;
     l[r] = init.l;
@@ -116,6 +189,7 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
       m[r] = st.m;
       l[r] = st.l;
       if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
+      dots.weights_ready(sr);
     }
     pv(ts == tile_state::partial);  // masked keys must add nothing, whatever v holds
   };
@@ -124,11 +198,12 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     const tile_state ts = var.mask.classify(i0, i0 + rows, j0, j1);
     if (ts == tile_state::empty) return;
     if (!var.mask.sparse.given() || ts == tile_state::full) {
-      visit([&] { simd::qk_tile<Arch>(qb, rows, d, keys.panel(j0), sc); }, j0, j1 - j0, ts,
-            [&](bool masked) { simd::pv_tile<Arch>(sc, rows, j1 - j0, keys.values(j0), ldv, acc, dvp, masked); },
-            nullptr);
+      const float* vals = Pairs ? keys.vp + j0 / 2 * dvp : keys.values(j0);  // pair rows hold two keys
+      visit([&] { dots.qk(qb, rows, keys.panel(j0), sc); }, j0, j1 - j0, ts,
+            [&](bool masked) { dots.pv(sc, rows, j1 - j0, vals, ldv, acc, masked); }, nullptr);
       return;
     }
+    if constexpr (!Pairs) {  // layouts run on fp32 panels
     // Under a layout, only the columns from the first key it may select to the
     // rows' last visible key: the rest of the tile is masked, so never computed.
     constexpr std::int64_t L = simd::lanes<Arch>;
@@ -139,6 +214,7 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     visit([&] { simd::gemm_tile<Arch, false>(qb, d, keys.panel(j0) + lo, KT, sc + lo, KT, rows, cols, d); }, j0,
           j1 - j0, ts, [&](bool) { simd::pv_tile<Arch>(sc + lo, rows, hi - lo, keys.values(j0 + lo), ldv, acc, dvp, true); },
           nullptr);
+    }
   };
   // Gathered keys: straight from the packed tiles, a run at a time, when the
   // runs sit on whole registers (blocks of 16 keys and more); else copied first.
@@ -167,7 +243,7 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     visit([&] { simd::qk_tile<Arch>(qb, rows, d, kp, sc); }, 0, n, tile_state::full,
           [&](bool) { simd::pv_tile<Arch>(sc, rows, n, vg, dvp, acc, dvp); }, ids);
   };
-  if (!var.mask.sparse.given())
+  if (Pairs || !var.mask.sparse.given())
     for_each_tile(visible_keys(var.mask, i0, i0 + rows), KT, len, aligned);
   else
     for_each_sparse_visit(var.mask, i0, i0 + rows, len, KT, plan.tile_marks(work), plan.gather_keys(work), aligned,
@@ -175,6 +251,35 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
   const float sink = var.normalizer.sink(h);
   for (std::int64_t r = 0; r < rows; ++r)
     write_row(acc + r * dvp, softmax_state{m[r], l[r]}, sink, io.o_row(b, h, i0 + r), dv, io.lse_at(b, h, i0 + r));
+}
+
+/// Tile t of (sequence b, KV head hk) as bf16 pair panels: keys (d2, KT) words
+/// with d2 = (d + 1) / 2, values (KT / 2, dvp) words; zeros past the sequence's end and past d and dv.
+template <class Arch, class KS, class VS>
+void pack_pair_tile(const flash_cpu_plan<Arch>& plan, const KS& k, const VS& v, std::int64_t b, std::int64_t hk,
+                    std::int64_t t, float* kt, float* vp) {
+  constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
+  using dots = prefill_dots<Arch, true>;
+  const std::int64_t d = plan.s.d, dv = plan.s.dv, dvp = plan.dvp, len = k.length(b);
+  auto* kw = reinterpret_cast<std::uint32_t*>(kt);  // (d2, KT)
+  auto* vw = reinterpret_cast<std::uint32_t*>(vp);  // (KT / 2, dvp)
+  for (std::int64_t c = 0; c < KT; ++c) {
+    const std::int64_t j = t * KT + c;
+    if (j < len) {
+      dots::pack_pairs(k.row(b, hk, j), d, KT, kw + c);
+    } else {
+      for (std::int64_t x = 0; 2 * x < d; ++x) kw[x * KT + c] = 0u;
+    }
+  }
+  for (std::int64_t c = 0; c < KT; c += 2) {
+    std::uint32_t* out = vw + c / 2 * dvp;
+    std::fill(out, out + dvp, 0u);
+    for (std::int64_t half = 0; half < 2; ++half) {
+      if (t * KT + c + half >= len) break;
+      const auto* row = v.row(b, hk, t * KT + c + half);
+      for (std::int64_t y = 0; y < dv; ++y) out[y] |= static_cast<std::uint32_t>(row[y].bits) << (16 * half);
+    }
+  }
 }
 
 template <class Arch, class TQ, class KS, class VS, class TO>
@@ -187,11 +292,14 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
   float* const kt_all = scratch.kt;  // (heads_per_pass, tiles, d, KT)
   float* const vp_all = scratch.vp;  // (heads_per_pass, tiles * KT, dvp)
   const std::size_t slot_floats = plan.slot_floats();
-  const std::int64_t pairs = plan.prefill_seqs * s.hkv;  // (sequence, KV head) pairs
+  const std::int64_t seq_heads = plan.prefill_seqs * s.hkv;  // (sequence, KV head) pairs
   const auto seq_of = [&](std::int64_t pair) { return scratch.prefill_seqs[pair / s.hkv]; };
+  // bf16 pair products where the types and arch allow; layouts and key weights read fp32 panels.
+  const bool pairs = bf16_pair_types<Arch, TQ, typename KS::element, typename VS::element> && !plan.sparse &&
+                     !plan.weights;
 
-  for (std::int64_t first = 0; first < pairs; first += plan.heads_per_pass) {
-    const std::int64_t count = std::min(plan.heads_per_pass, pairs - first);
+  for (std::int64_t first = 0; first < seq_heads; first += plan.heads_per_pass) {
+    const std::int64_t count = std::min(plan.heads_per_pass, seq_heads - first);
 
     // Pack the tiles any row of the sequence can see: keys transposed to (d, KT),
     // values (if needed) to (KT, dvp); zeros past the end.
@@ -200,6 +308,9 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
       const std::int64_t b = seq_of(first + hp), hk = (first + hp) % s.hkv, len = k.length(b);
       if (!io.tile_reached(b, len, d, hk, group, t * KT, (t + 1) * KT)) return;
       float* kt = kt_all + (hp * plan.tiles + t) * d * KT;
+      if constexpr (bf16_pair_types<Arch, TQ, typename KS::element, typename VS::element>) {
+        if (pairs) return pack_pair_tile(plan, k, v, b, hk, t, kt, vp_all + (hp * plan.tiles * KT + t * KT / 2) * dvp);
+      }
       float* row = scratch.slots + slot * slot_floats;  // (d)
       for (std::int64_t c = 0; c < KT; ++c) {
         const std::int64_t j = t * KT + c;
@@ -232,10 +343,13 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
       const prefill_keys<Arch, VS> keys{plan, v, b, hk, kt_all + hp * plan.tiles * d * KT,
                                         plan.pack_v ? vp_all + hp * plan.tiles * KT * dvp : nullptr};
       float* const work = scratch.slots + slot * slot_floats;
-      if (!var.mask.sparse.given()) return prefill_run(plan, io, var, keys, b, h, i0, rows, work);
+      if constexpr (bf16_pair_types<Arch, TQ, typename KS::element, typename VS::element>) {
+        if (pairs) return prefill_run<Arch, true>(plan, io, var, keys, b, h, i0, rows, work);
+      }
+      if (!var.mask.sparse.given()) return prefill_run<Arch, false>(plan, io, var, keys, b, h, i0, rows, work);
       const std::int64_t bq = var.mask.sparse.block_q;
       for (std::int64_t r = i0; r < i0 + rows; r = (r / bq + 1) * bq)
-        prefill_run(plan, io, var, keys, b, h, r, std::min(i0 + rows, (r / bq + 1) * bq) - r, work);
+        prefill_run<Arch, false>(plan, io, var, keys, b, h, r, std::min(i0 + rows, (r / bq + 1) * bq) - r, work);
     });
 
     if (plan.weights) prefill_key_weights(plan, io, k, exec, scratch, first, count);

@@ -219,7 +219,7 @@ void linear_attention(tensor_view<TQ, 4> q, tensor_view<TK, 4> k, tensor_view<TV
                       const linear_decay& decay = {}, const linear_state& state = {},
                       const linear_params& params = {}) {
 #if ATTNKIT_HAS_XSIMD
-  linear_attention(q, k, v, o, decay, state, params, cpu<xsimd::default_arch>{});
+  linear_attention(q, k, v, o, decay, state, params, cpu_native{});
 #else
   linear_attention(q, k, v, o, decay, state, params, reference{});
 #endif

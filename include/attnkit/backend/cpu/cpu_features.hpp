@@ -2,10 +2,10 @@
 // that skip archs the CPU lacks.
 //
 // xsimd::available_architectures() reads CPUID (xsimd 8.1's Arch::available()
-// is constexpr true: it says nothing about the running CPU). Two things it does
-// not read are added here: F16C, which the AVX2 kernels are compiled with
-// (-mf16c), and whether the OS saves the YMM / ZMM registers (XCR0), without
-// which AVX instructions fault even on a CPU that has them.
+// is constexpr true: it says nothing about the running CPU). Three things it
+// does not read are added here: F16C, which the AVX2 kernels are compiled with
+// (-mf16c), AVX512_BF16 (the avx512bf16 kernels), and whether the OS saves the
+// YMM / ZMM registers (XCR0), without which AVX instructions fault even on a CPU that has them.
 #pragma once
 
 #include <string>
@@ -24,6 +24,7 @@ ATTNKIT_BEGIN_NAMESPACE
 struct cpu_features {
   bool avx2 = false, fma = false, f16c = false;                         // and the OS saves YMM
   bool avx512f = false, avx512cd = false, avx512dq = false, avx512bw = false;  // and the OS saves ZMM
+  bool avx512bf16 = false;                                                     // and the OS saves ZMM
 
   /// What the AVX2 kernels need (-mavx2 -mfma -mf16c).
   bool has_avx2_kernels() const { return avx2 && fma && f16c; }
@@ -31,6 +32,8 @@ struct cpu_features {
   bool has_avx512_kernels() const {
     return has_avx2_kernels() && avx512f && avx512cd && avx512dq && avx512bw;
   }
+  /// What the avx512bf16 kernels need: the AVX-512 set and AVX512_BF16 (-mavx512bf16).
+  bool has_avx512bf16_kernels() const { return has_avx512_kernels() && avx512bf16; }
 
   /// The features of the AVX2 kernels' set this CPU lacks, comma separated ("" when none).
   std::string missing_for_avx2_kernels() const {
@@ -68,6 +71,8 @@ inline cpu_features detect_cpu_features() {
   f.avx512cd = os_zmm && arch.avx512cd;
   f.avx512dq = os_zmm && arch.avx512dq;
   f.avx512bw = os_zmm && arch.avx512bw;
+  unsigned leaf7_eax = 0;  // leaf 7, sub-leaf 1: EAX bit 5 is AVX512_BF16 (xsimd 8.1 does not read it)
+  if (__get_cpuid_count(7, 1, &leaf7_eax, &ebx, &ecx, &edx)) f.avx512bf16 = os_zmm && ((leaf7_eax >> 5) & 1u);
 #endif
   return f;
 }

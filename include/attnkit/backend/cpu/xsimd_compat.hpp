@@ -8,6 +8,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attnkit/backend/cpu/arch.hpp"
 #include "attnkit/core/config.hpp"
 
 // GCC 12 reports the don't-care operands (_mm512_undefined_*) of AVX-512
@@ -29,11 +30,11 @@ ATTNKIT_SIMD_BEGIN
 ATTNKIT_BEGIN_NAMESPACE
 namespace simd {
 
-/// Arch itself when the translation unit is compiled for it. Otherwise cpu<Arch>
-/// has already failed its static_assert (backend/tags.hpp), and the kernels
-/// compile on the default arch instead, so that assert is the only error shown.
+/// Arch's xsimd arch when the translation unit is compiled for it. Otherwise
+/// cpu<Arch> has already failed its static_assert (backend/tags.hpp), and the
+/// kernels compile on the default arch instead, so that assert is the only error shown.
 template <class Arch>
-using compiled_arch = std::conditional_t<Arch::supported(), Arch, xsimd::default_arch>;
+using compiled_arch = std::conditional_t<Arch::supported(), simd_arch_t<Arch>, xsimd::default_arch>;
 
 template <class Arch>
 using fbatch = xsimd::batch<float, compiled_arch<Arch>>;
