@@ -108,8 +108,7 @@ TEST_P(FlashBf16, PagedKeysMatchContiguous) {
 
 // Values of keys every row's mask hides hold NaN and inf: key 95 (before every
 // row's window) and keys 191 and 199 (holes of a caller's bitmask, each paired
-// on pairs with a key rows see). The outputs equal those of the clean values,
-// bit for bit.
+// on pairs with a key rows see). The outputs are those of the clean values.
 TEST_P(FlashBf16, NonFiniteValuesOfMaskedKeysNeverReachARow) {
   problem pr;
   pr.hq = 2, pr.hkv = 1, pr.sq = 64, pr.skv = 200, pr.d = pr.dv = 32;
@@ -132,10 +131,15 @@ TEST_P(FlashBf16, NonFiniteValuesOfMaskedKeysNeverReachARow) {
     for (std::int64_t j : {95, 191, 199})
       for (std::int64_t y = 0; y < pr.dv; ++y) c.v.view(0, 0, j, y) = bfloat16(poison[(j + y) % 2]);
     run(c.o.view);
+    // A tile with non-finite values takes its masked products in fp32 (P not
+    // rounded): the same outputs up to bf16 rounding, never NaN or inf.
     for (std::int64_t h = 0; h < pr.hq; ++h)
       for (std::int64_t i = 0; i < pr.sq; ++i)
-        for (std::int64_t y = 0; y < pr.dv; ++y)
-          ASSERT_EQ(c.o.view(0, h, i, y), clean(0, h, i, y)) << "head " << h << " row " << i << " col " << y;
+        for (std::int64_t y = 0; y < pr.dv; ++y) {
+          const float x = c.o.view(0, h, i, y), ref = clean(0, h, i, y);
+          ASSERT_TRUE(std::isfinite(x)) << "head " << h << " row " << i << " col " << y;
+          ASSERT_NEAR(x, ref, 1e-2f * (1.0f + std::abs(ref))) << "head " << h << " row " << i << " col " << y;
+        }
   });
 }
 

@@ -43,6 +43,12 @@ struct prefill_keys {
     return vp ? vp + j * plan.dvp : reinterpret_cast<const float*>(v.row(b, hk, j));
   }
   std::int64_t values_stride() const { return vp ? plan.dvp : v.row(b, hk, 1) - v.row(b, hk, 0); }
+  /// bf16 pairs: whether the values of the tile holding key j0 are all finite
+  /// (pack_pair_tile keeps a word per tile past the pair panels, in the half they leave free).
+  bool pair_tile_finite(std::int64_t j0) const { return finite_words(plan, vp)[j0 / KT] != 0u; }
+  static std::uint32_t* finite_words(const flash_cpu_plan<Arch>& plan, const float* vp_head) {
+    return reinterpret_cast<std::uint32_t*>(const_cast<float*>(vp_head) + plan.tiles * KT / 2 * plan.dvp);
+  }
 
   /// f(c, key, run) for each run of keys[0, n) (ascending) that are
   /// consecutive inside one tile: columns [c, c + run) hold keys [key, key + run).
@@ -126,14 +132,19 @@ struct prefill_dots {
     (void)sr;
 #endif
   }
-  /// acc (rows, dvp) += p (rows, cols) * values (cols, dvp), values' rows ldv apart.
+  /// acc (rows, dvp) += p (rows, cols) * values (cols, dvp), values' rows ldv
+  /// apart. masked: some weights are 0 for keys a row cannot see; on pairs a
+  /// tile whose values are not all finite then takes each product in fp32
+  /// (0 * NaN must add nothing), else a zero weight adds 0 on the pair path too.
   void pv(const float* p, std::int64_t rows, std::int64_t cols, const float* values, std::int64_t ldv, float* acc,
-          bool masked) const {
+          bool masked, bool values_finite = true) const {
+    (void)values_finite;  // read on pairs only
 #if ATTNKIT_HAS_BF16_DOT
     if constexpr (Pairs) {
       const auto* a = reinterpret_cast<const std::uint32_t*>(p);
       const auto* b = reinterpret_cast<const std::uint32_t*>(values);
-      if (masked) return simd::dot2_tile<true, true>(a, KT, b, dvp, acc, dvp, rows, dvp, (cols + 1) / 2);
+      if (masked && !values_finite)
+        return simd::dot2_tile<true, true>(a, KT, b, dvp, acc, dvp, rows, dvp, (cols + 1) / 2);
       return simd::dot2_tile<true>(a, KT, b, dvp, acc, dvp, rows, dvp, (cols + 1) / 2);
     }
 #endif
@@ -199,8 +210,9 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     if (ts == tile_state::empty) return;
     if (!var.mask.sparse.given() || ts == tile_state::full) {
       const float* vals = Pairs ? keys.vp + j0 / 2 * dvp : keys.values(j0);  // pair rows hold two keys
+      const bool finite = !Pairs || keys.pair_tile_finite(j0);
       visit([&] { dots.qk(qb, rows, keys.panel(j0), sc); }, j0, j1 - j0, ts,
-            [&](bool masked) { dots.pv(sc, rows, j1 - j0, vals, ldv, acc, masked); }, nullptr);
+            [&](bool masked) { dots.pv(sc, rows, j1 - j0, vals, ldv, acc, masked, finite); }, nullptr);
       return;
     }
     if constexpr (!Pairs) {  // layouts run on fp32 panels
@@ -254,10 +266,11 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
 }
 
 /// Tile t of (sequence b, KV head hk) as bf16 pair panels: keys (d2, KT) words
-/// with d2 = (d + 1) / 2, values (KT / 2, dvp) words; zeros past the sequence's end and past d and dv.
+/// with d2 = (d + 1) / 2, values (KT / 2, dvp) words; zeros past the sequence's
+/// end and past d and dv. *finite: 1 if every value of the tile is finite, else 0.
 template <class Arch, class KS, class VS>
 void pack_pair_tile(const flash_cpu_plan<Arch>& plan, const KS& k, const VS& v, std::int64_t b, std::int64_t hk,
-                    std::int64_t t, float* kt, float* vp) {
+                    std::int64_t t, float* kt, float* vp, std::uint32_t* finite) {
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
   using dots = prefill_dots<Arch, true>;
   const std::int64_t d = plan.s.d, dv = plan.s.dv, dvp = plan.dvp, len = k.length(b);
@@ -271,15 +284,20 @@ void pack_pair_tile(const flash_cpu_plan<Arch>& plan, const KS& k, const VS& v, 
       for (std::int64_t x = 0; 2 * x < d; ++x) kw[x * KT + c] = 0u;
     }
   }
+  std::uint32_t special = 0;  // some value's exponent is all ones (inf or NaN)
   for (std::int64_t c = 0; c < KT; c += 2) {
     std::uint32_t* out = vw + c / 2 * dvp;
     std::fill(out, out + dvp, 0u);
     for (std::int64_t half = 0; half < 2; ++half) {
       if (t * KT + c + half >= len) break;
       const auto* row = v.row(b, hk, t * KT + c + half);
-      for (std::int64_t y = 0; y < dv; ++y) out[y] |= static_cast<std::uint32_t>(row[y].bits) << (16 * half);
+      for (std::int64_t y = 0; y < dv; ++y) {
+        out[y] |= static_cast<std::uint32_t>(row[y].bits) << (16 * half);
+        special |= (row[y].bits & 0x7f80u) == 0x7f80u;
+      }
     }
   }
+  *finite = special ? 0u : 1u;
 }
 
 template <class Arch, class TQ, class KS, class VS, class TO>
@@ -309,7 +327,11 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
       if (!io.tile_reached(b, len, d, hk, group, t * KT, (t + 1) * KT)) return;
       float* kt = kt_all + (hp * plan.tiles + t) * d * KT;
       if constexpr (bf16_pair_types<Arch, TQ, typename KS::element, typename VS::element>) {
-        if (pairs) return pack_pair_tile(plan, k, v, b, hk, t, kt, vp_all + (hp * plan.tiles * KT + t * KT / 2) * dvp);
+        if (pairs) {
+          float* vp_head = vp_all + hp * plan.tiles * KT * dvp;
+          return pack_pair_tile(plan, k, v, b, hk, t, kt, vp_head + t * KT / 2 * dvp,
+                                prefill_keys<Arch, VS>::finite_words(plan, vp_head) + t);
+        }
       }
       float* row = scratch.slots + slot * slot_floats;  // (d)
       for (std::int64_t c = 0; c < KT; ++c) {
