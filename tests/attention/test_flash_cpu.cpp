@@ -107,7 +107,7 @@ class FlashCpu : public ::testing::TestWithParam<cpu_config> {};
 TEST_P(FlashCpu, HeadDimsGqaAndLayouts) {
   for (std::int64_t sq : {1, 31})
     for (std::int64_t d : {1, 33, 64, 80, 96, 128, 256})
-      for (std::int64_t group : {1, 4, 8})
+      for (std::int64_t group : {1, 3, 4, 8})  // 3: an odd number of decode rows
         for (layout lay : {layout::bhsd, layout::bshd}) {
           SCOPED_TRACE("sq " + std::to_string(sq) + " d " + std::to_string(d) + " group " + std::to_string(group) +
                        " " + layout_name(lay));

@@ -96,13 +96,43 @@ void decode_tile_direct(const KS& k, const VS& v, std::int64_t b, std::int64_t h
   }
 }
 
+/// sc (rows, L), rows ld apart = qb (rows, dp) * kb (L, dp)ᵀ: two rows at a time
+/// over half the keys, so each key vector loaded feeds two FMAs (one row per
+/// load left the loop bound by loads, not FMAs).
+template <class Arch>
+void group_scores(const float* qb, std::int64_t rows, std::int64_t dp, const float* kb, float* sc, std::int64_t ld) {
+  using B = simd::fbatch<Arch>;
+  constexpr int L = simd::lanes<Arch>, H = L / 2;
+  alignas(64) float sums[L];
+  for (std::int64_t r = 0; r < rows; r += 2) {
+    const bool pair = r + 1 < rows;
+    const float* q0 = qb + r * dp;
+    const float* q1 = pair ? q0 + dp : q0;
+    for (int half = 0; half < 2; ++half) {
+      const float* k0 = kb + half * H * dp;
+      B dot[L];  // dot[c]: row r with key half * H + c; dot[H + c]: row r + 1
+      for (int c = 0; c < L; ++c) dot[c] = B(0.0f);
+      for (std::int64_t y = 0; y < dp; y += L) {
+        const B a = B::load_aligned(q0 + y), b = B::load_aligned(q1 + y);
+        for (int c = 0; c < H; ++c) {
+          const B kc = B::load_aligned(k0 + c * dp + y);
+          dot[c] = xsimd::fma(a, kc, dot[c]);
+          dot[H + c] = xsimd::fma(b, kc, dot[H + c]);
+        }
+      }
+      simd::transpose_sum<Arch>(dot).store_aligned(sums);
+      std::copy(sums, sums + H, sc + r * ld + half * H);
+      if (pair) std::copy(sums + H, sums + L, sc + (r + 1) * ld + half * H);
+    }
+  }
+}
+
 /// One decode chunk: rows = group * sq query rows of sequence b, KV head hk, over
 /// keys [a, e) of the concatenated key ranges the rows can see.
 template <class Arch, class TQ, class TO, class KS, class VS>
 void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const KS& k, const VS& v,
                   std::int64_t b, std::int64_t hk, const key_ranges& keys, std::int64_t a, std::int64_t e,
                   float* part, float* kept_rows, float* slot) {
-  using B = simd::fbatch<Arch>;
   constexpr int L = simd::lanes<Arch>;
   constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;  // the row stride pv_tile expects
   constexpr std::int64_t prefetch_distance = 4 * L;               // keys ahead
@@ -175,17 +205,11 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
           std::fill(vb + c * dvp, vb + (c + 1) * dvp, 0.0f);
         }
       }
+      group_scores<Arch>(qb, rows, dp, kb, sc, KT);
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t h = hk * plan.group + r / sq, i = r % sq;
         const attention_variant& var = vars[heads > 1 ? r / sq : 0];
-        B dot[L];
-        for (int c = 0; c < L; ++c) dot[c] = B(0.0f);
-        for (std::int64_t y = 0; y < dp; y += L) {
-          const B qv = B::load_aligned(qb + r * dp + y);
-          for (int c = 0; c < L; ++c) dot[c] = xsimd::fma(qv, B::load_aligned(kb + c * dp + y), dot[c]);
-        }
         float* sr = sc + r * KT;
-        simd::transpose_sum<Arch>(dot).store_aligned(sr);
         finish_scores<Arch>(sr, L, cols, var, var.score.slope(h), i, j0, ts == tile_state::partial);
         if (plan.weights) std::copy(sr, sr + cols, kept_rows + r * plan.skv_pad + j0);
         softmax_state st{m[r], l[r]};
