@@ -27,8 +27,15 @@ enum class tile_state { empty, partial, full };
 /// float and double here, xsimd batches in the cpu backend (flash_cpu/plan.hpp).
 template <class V>
 struct value_math {
-  static V tanh(V x) { return std::tanh(x); }
-  static V abs(V x) { return std::fabs(x); }
+  // Unqualified: CUDA's device overloads of tanh and fabs for float sit beside ::tanhf.
+  ATTNKIT_HOST_DEVICE static V tanh(V x) {
+    using std::tanh;
+    return tanh(x);
+  }
+  ATTNKIT_HOST_DEVICE static V abs(V x) {
+    using std::fabs;
+    return fabs(x);
+  }
 };
 
 /// One sequence's queries and keys: sq rows at positions q_pos + i, skv keys at k_pos + j.
@@ -210,7 +217,7 @@ struct sink_normalizer {
 
   /// The extra denominator logit of head h; -inf when there is none.
   ATTNKIT_HOST_DEVICE float sink(std::int64_t h) const {
-    return sink_logits ? sink_logits[h * sink_stride] : -std::numeric_limits<float>::infinity();
+    return sink_logits ? sink_logits[h * sink_stride] : -INFINITY;
   }
 };
 

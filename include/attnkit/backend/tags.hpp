@@ -11,6 +11,9 @@
 #include "attnkit/backend/cpu/arch.hpp"
 #endif
 
+// cudaStream_t is CUstream_st*: naming it keeps this header free of CUDA's.
+struct CUstream_st;
+
 ATTNKIT_BEGIN_NAMESPACE
 
 /// Plain scalar C++: the algorithm as a reader should learn it, and the oracle's twin.
@@ -52,6 +55,15 @@ struct cpu_dispatch {
   workspace scratch = {};
 };
 
+/// CUDA kernels over views of device memory (attnkit/attention/flash_cuda.cuh,
+/// compiled by nvcc). Work is queued on `stream` (null: the default stream);
+/// `scratch` is device memory of at least the call's workspace_size, which the
+/// kernels use instead of allocating. A call never synchronizes.
+struct cuda {
+  CUstream_st* stream = nullptr;  // a cudaStream_t
+  workspace scratch = {};
+};
+
 /// Whether B is a backend tag (the last argument of a kernel call).
 template <class B>
 inline constexpr bool is_backend_v = false;
@@ -61,5 +73,7 @@ template <class Arch>
 inline constexpr bool is_backend_v<cpu<Arch>> = true;
 template <>
 inline constexpr bool is_backend_v<cpu_dispatch> = true;
+template <>
+inline constexpr bool is_backend_v<cuda> = true;
 
 ATTNKIT_END_NAMESPACE

@@ -1,0 +1,230 @@
+// The cuda backend against the fp64 oracle: prefill and decode, f16 and bf16,
+// awkward sizes, every mask, GQA, paged K/V with pages out of order, ragged
+// batches. Outputs start poisoned (NaN), so an unwritten element fails. Every
+// test skips, saying so, when no CUDA device is present.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "attnkit/attention/flash_cuda.cuh"
+#include "attnkit/core/tensor.hpp"
+#include "support/compare.hpp"
+#include "support/reference_attention.hpp"
+#include "support/seeded.hpp"
+
+namespace attnkit::test {
+namespace {
+
+bool gpu_present() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device: the cuda backend's tests need a GPU"
+
+/// Device memory holding a copy of host elements.
+template <class T>
+struct device_copy {
+  T* p = nullptr;
+  std::size_t n = 0;
+  explicit device_copy(const T* host, std::size_t count) : n(count) {
+    EXPECT_EQ(cudaMalloc(&p, std::max<std::size_t>(n, 1) * sizeof(T)), cudaSuccess);
+    if (n) EXPECT_EQ(cudaMemcpy(p, host, n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  explicit device_copy(const std::vector<T>& host) : device_copy(host.data(), host.size()) {}
+  device_copy(const device_copy&) = delete;
+  ~device_copy() { cudaFree(p); }
+  std::vector<T> read() const {
+    std::vector<T> h(n);
+    EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+};
+
+struct cuda_case {
+  std::int64_t b = 1, hq = 1, hkv = 1, sq = 1, skv = 1, d = 64, dv = 64;
+  attention_params params;  // per-head arrays filled by the runner when asked
+  bool alibi = false, sink_logits = false;
+  std::int64_t page_size = 0;  // > 0: paged K/V, pages shuffled
+};
+
+template <class T, class TO>
+void run_case(const cuda_case& c, double tol) {
+  seeded_rng s;
+  tensor<T, 4> q({c.b, c.hq, c.sq, c.d}), k({c.b, c.hkv, c.skv, c.d}), v({c.b, c.hkv, c.skv, c.dv});
+  fill_normal(q.data(), q.size(), s.rng);
+  fill_normal(k.data(), k.size(), s.rng);
+  fill_normal(v.data(), v.size(), s.rng);
+  std::vector<float> slopes(c.hq), sinks(c.hq);
+  std::uniform_real_distribution<float> u(0.01f, 0.5f);
+  for (auto& x : slopes) x = u(s.rng);
+  for (auto& x : sinks) x = 4.0f * u(s.rng) - 1.0f;
+  attention_params host = c.params, dev = c.params;
+  device_copy<float> d_slopes(slopes), d_sinks(sinks);
+  if (c.alibi) {
+    host.alibi_slopes = tensor_view<const float, 1>(slopes.data(), {c.hq});
+    dev.alibi_slopes = tensor_view<const float, 1>(d_slopes.p, {c.hq});
+  }
+  if (c.sink_logits) {
+    host.sink_logits = tensor_view<const float, 1>(sinks.data(), {c.hq});
+    dev.sink_logits = tensor_view<const float, 1>(d_sinks.p, {c.hq});
+  }
+  const reference_result ref = reference_attention(q.cview(), k.cview(), v.cview(), host);
+
+  device_copy<T> dq(q.data(), q.size());
+  const std::int64_t o_size = c.b * c.hq * c.sq * c.dv, lse_size = c.b * c.hq * c.sq;
+  std::vector<TO> poison(o_size, from_float<TO>(std::numeric_limits<float>::quiet_NaN()));
+  std::vector<float> lse_poison(lse_size, std::numeric_limits<float>::quiet_NaN());
+  device_copy<TO> d_o(poison);
+  device_copy<float> d_lse(lse_poison);
+  auto args = make_attention_args(tensor_view<const T, 4>(dq.p, {c.b, c.hq, c.sq, c.d}),
+                                  tensor_view<const T, 4>(), tensor_view<const T, 4>(),
+                                  tensor_view<TO, 4>(d_o.p, {c.b, c.hq, c.sq, c.dv}));
+  args.params = dev;
+  args.lse = tensor_view<float, 3>(d_lse.p, {c.b, c.hq, c.sq});
+
+  // K/V: strided copies, or pages of the pool in a shuffled order.
+  std::vector<T> k_rows, v_rows;
+  std::vector<std::int32_t> indptr{0}, indices, last;
+  std::int64_t pages = 0;
+  if (c.page_size > 0) {
+    const std::int64_t per_seq = (c.skv + c.page_size - 1) / c.page_size;
+    pages = c.b * per_seq;
+    std::vector<std::int32_t> order(pages);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), s.rng);
+    k_rows.assign(pages * c.hkv * c.page_size * c.d, from_float<T>(0.0f));
+    v_rows.assign(pages * c.hkv * c.page_size * c.dv, from_float<T>(0.0f));
+    for (std::int64_t bi = 0; bi < c.b; ++bi) {
+      for (std::int64_t x = 0; x < per_seq; ++x) indices.push_back(order[bi * per_seq + x]);
+      indptr.push_back(static_cast<std::int32_t>(indices.size()));
+      last.push_back(static_cast<std::int32_t>(c.skv - (per_seq - 1) * c.page_size));
+      for (std::int64_t h = 0; h < c.hkv; ++h)
+        for (std::int64_t j = 0; j < c.skv; ++j) {
+          const std::int64_t page = order[bi * per_seq + j / c.page_size], slot = j % c.page_size;
+          for (std::int64_t x = 0; x < c.d; ++x)
+            k_rows[((page * c.hkv + h) * c.page_size + slot) * c.d + x] = k.view()(bi, h, j, x);
+          for (std::int64_t x = 0; x < c.dv; ++x)
+            v_rows[((page * c.hkv + h) * c.page_size + slot) * c.dv + x] = v.view()(bi, h, j, x);
+        }
+    }
+  } else {
+    k_rows.assign(k.data(), k.data() + k.size());
+    v_rows.assign(v.data(), v.data() + v.size());
+  }
+  device_copy<T> dk(k_rows), dv(v_rows);
+  device_copy<std::int32_t> d_indptr(indptr), d_indices(indices), d_last(last);
+  if (c.page_size > 0) {
+    block_table t{tensor_view<const std::int32_t, 1>(d_indptr.p, {c.b + 1}),
+                  tensor_view<const std::int32_t, 1>(d_indices.p, {static_cast<std::int64_t>(indices.size())}),
+                  tensor_view<const std::int32_t, 1>(d_last.p, {c.b})};
+    args.k = paged_kv<const T>{tensor_view<const T, 4>(dk.p, {pages, c.hkv, c.page_size, c.d}), t};
+    args.v = paged_kv<const T>{tensor_view<const T, 4>(dv.p, {pages, c.hkv, c.page_size, c.dv}), t};
+  } else {
+    args.k = tensor_view<const T, 4>(dk.p, {c.b, c.hkv, c.skv, c.d});
+    args.v = tensor_view<const T, 4>(dv.p, {c.b, c.hkv, c.skv, c.dv});
+  }
+
+  const std::size_t bytes = flash_attention_workspace_size(args, cuda{});
+  void* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(&ws, std::max<std::size_t>(bytes, 1)), cudaSuccess);
+  flash_attention(args, cuda{nullptr, workspace{ws, bytes}});
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaFree(ws);
+
+  tensor<TO, 4> o({c.b, c.hq, c.sq, c.dv});
+  const std::vector<TO> o_host = d_o.read();
+  std::copy(o_host.begin(), o_host.end(), o.data());
+  const error_stats e = compare_output(o.view(), ref);
+  EXPECT_TRUE(e.within(tol)) << "rel " << e.rel_l2 << " max_abs " << e.max_abs << " ref_max " << e.ref_max
+                             << " finite " << e.finite;
+  const std::vector<float> lse = d_lse.read();
+  for (std::int64_t x = 0; x < lse_size; ++x) {
+    const double want = ref.lse[x];
+    if (std::isinf(want)) {
+      EXPECT_TRUE(std::isinf(lse[x]) && lse[x] < 0) << "row " << x << " lse " << lse[x];
+    } else {
+      EXPECT_NEAR(lse[x], want, 20 * tol * std::max(1.0, std::abs(want))) << "row " << x;
+    }
+  }
+}
+
+constexpr double f16_tol = 2e-3, bf16_tol = 1e-2;
+
+TEST(FlashCuda, PrefillSizesAndHeadDims) {
+  REQUIRE_GPU();
+  for (const auto [sq, skv] : {std::pair{1, 1}, {7, 127}, {127, 1000}, {200, 77}})
+    for (const std::int64_t d : {64, 80, 128, 256}) {
+      cuda_case c;
+      c.b = 2, c.hq = 4, c.hkv = 2, c.sq = sq, c.skv = skv, c.d = c.dv = d;
+      SCOPED_TRACE(testing::Message() << "sq " << sq << " skv " << skv << " d " << d);
+      run_case<half, half>(c, f16_tol);
+      run_case<bfloat16, float>(c, bf16_tol);
+    }
+}
+
+TEST(FlashCuda, EveryMask) {
+  REQUIRE_GPU();
+  for (int mask = 0; mask < 5; ++mask) {
+    cuda_case c;
+    c.b = 2, c.hq = 8, c.hkv = 2, c.sq = 130, c.skv = 300, c.d = c.dv = 128;
+    c.params.causal = mask == 1 || mask == 3;
+    if (mask == 2) c.params.window_left = 40, c.params.window_right = 7, c.params.sinks = 5;
+    if (mask == 3) c.params.softcap = 8.0f, c.alibi = true, c.sink_logits = true;
+    if (mask == 4) c.params.window_left = 0, c.params.causal = true;  // the diagonal alone
+    SCOPED_TRACE(testing::Message() << "mask " << mask);
+    run_case<half, half>(c, f16_tol);
+    run_case<bfloat16, bfloat16>(c, bf16_tol);
+  }
+}
+
+TEST(FlashCuda, DecodeGroupsAndSplits) {
+  REQUIRE_GPU();
+  for (const std::int64_t group : {1, 4, 8})
+    for (const std::int64_t sq : {1, 2})
+      for (const std::int64_t skv : {1, 1000, 5000}) {
+        if (group * sq > 16) continue;
+        cuda_case c;
+        c.b = 3, c.hkv = 2, c.hq = 2 * group, c.sq = sq, c.skv = skv, c.d = c.dv = 128;
+        c.params.causal = true;
+        c.sink_logits = skv == 1000;
+        SCOPED_TRACE(testing::Message() << "group " << group << " sq " << sq << " skv " << skv);
+        run_case<half, half>(c, f16_tol);
+      }
+}
+
+TEST(FlashCuda, PagedOutOfOrder) {
+  REQUIRE_GPU();
+  for (const std::int64_t sq : {1, 37}) {
+    cuda_case c;
+    c.b = 3, c.hq = 4, c.hkv = 1, c.sq = sq, c.skv = 333, c.d = c.dv = 64, c.page_size = 16;
+    c.params.causal = true;
+    SCOPED_TRACE(testing::Message() << "sq " << sq);
+    run_case<half, float>(c, f16_tol);
+  }
+}
+
+TEST(FlashCuda, RejectsWhatItCannotRun) {
+  // Host checks: they need no GPU.
+  std::vector<half> buf(8 * 72);
+  auto q = tensor_view<const half, 4>(buf.data(), {1, 1, 8, 72});  // d 72: fine
+  auto k = tensor_view<const half, 4>(buf.data(), {1, 1, 8, 72});
+  auto o = tensor_view<half, 4>(buf.data(), {1, 1, 8, 72});
+  auto args = make_attention_args(q, k, k, o);
+  EXPECT_NO_THROW((void)flash_attention_workspace_size(args, cuda{}));
+  auto bad = make_attention_args(tensor_view<const half, 4>(buf.data(), {1, 1, 4, 12}),
+                                 tensor_view<const half, 4>(buf.data(), {1, 1, 4, 12}),
+                                 tensor_view<const half, 4>(buf.data(), {1, 1, 4, 12}),
+                                 tensor_view<half, 4>(buf.data(), {1, 1, 4, 12}));
+  EXPECT_THROW((void)flash_attention_workspace_size(bad, cuda{}), error);  // d 12: not a multiple of 8
+}
+
+}  // namespace
+}  // namespace attnkit::test
