@@ -33,7 +33,10 @@ fi
 logs=${OUT:-$carry/logs}
 mkdir -p "$logs"
 export LD_LIBRARY_PATH="$PWD/$carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
+if ! nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader | tee "$logs/gpu.txt"; then
+  echo "gpu_check: no GPU here (nvidia-smi failed); run the 'run' half on the GPU machine" >&2
+  exit 2
+fi
 status=0
 step() {  # step NAME COMMAND...: runs it, logs it, records pass/fail
   local name=$1

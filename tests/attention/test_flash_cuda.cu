@@ -56,7 +56,32 @@ struct cuda_case {
   std::int64_t page_size = 0;  // > 0: paged K/V, pages shuffled
   bool bitmask = false;        // a random per-head custom_mask
   bool sparse = false;         // a random block-sparse layout, one list per head
+  int weights = 0;             // key weights: 0 none, 1 per query head, 2 per KV head (with row weights)
+  bool lse = true;             // ask for lse (without it, key weights take theirs from the workspace)
 };
+
+/// Key weights (b, heads, skv) against the oracle's probabilities:
+/// sum over the heads of each out head and the rows of row_weight * p.
+void expect_key_weights(const std::vector<float>& got, const reference_result& ref,
+                        const std::vector<float>& row_weights, std::int64_t heads, double tol) {
+  const std::int64_t per = ref.hq / heads;
+  double diff2 = 0, ref2 = 0, worst = 0, top = 0;
+  bool finite = true;
+  for (std::int64_t b = 0; b < ref.b; ++b)
+    for (std::int64_t w = 0; w < heads; ++w)
+      for (std::int64_t j = 0; j < ref.skv; ++j) {
+        double want = 0;
+        for (std::int64_t h = w * per; h < (w + 1) * per; ++h)
+          for (std::int64_t i = 0; i < ref.sq; ++i) want += row_weights[i] * ref.prob(b, h, i, j);
+        const double x = got[(b * heads + w) * ref.skv + j];
+        finite = finite && std::isfinite(x);
+        diff2 += (x - want) * (x - want), ref2 += want * want;
+        worst = std::max(worst, std::abs(x - want)), top = std::max(top, std::abs(want));
+      }
+  EXPECT_TRUE(finite) << "key weights hold a NaN or inf (an unwritten element?)";
+  EXPECT_LE(std::sqrt(diff2), tol * std::sqrt(ref2)) << "key weights, relative L2";
+  EXPECT_LE(worst, tol * std::max(top, 1e-30)) << "key weights, max abs";
+}
 
 template <class T, class TO>
 void run_case(const cuda_case& c, double tol) {
@@ -110,7 +135,16 @@ void run_case(const cuda_case& c, double tol) {
                                   tensor_view<const T, 4>(), tensor_view<const T, 4>(),
                                   tensor_view<TO, 4>(d_o.p, {c.b, c.hq, c.sq, c.dv}));
   args.params = dev;
-  args.lse = tensor_view<float, 3>(d_lse.p, {c.b, c.hq, c.sq});
+  if (c.lse) args.lse = tensor_view<float, 3>(d_lse.p, {c.b, c.hq, c.sq});
+  const std::int64_t w_heads = c.weights == 2 ? c.hkv : c.hq;
+  std::vector<float> row_weights(c.sq);
+  for (auto& x : row_weights) x = u(s.rng) * 2.0f;
+  device_copy<float> d_row_weights(row_weights);
+  device_copy<float> d_weights(std::vector<float>(c.b * w_heads * c.skv, std::numeric_limits<float>::quiet_NaN()));
+  if (c.weights) {
+    args.kw.out = tensor_view<float, 3>(d_weights.p, {c.b, w_heads, c.skv});
+    args.kw.row_weights = tensor_view<const float, 1>(d_row_weights.p, {c.sq});
+  }
 
   // K/V: strided copies, or pages of the pool in a shuffled order.
   std::vector<T> k_rows, v_rows;
@@ -173,6 +207,8 @@ void run_case(const cuda_case& c, double tol) {
   const error_stats e = compare_output(o.view(), ref);
   EXPECT_TRUE(e.within(tol)) << "rel " << e.rel_l2 << " max_abs " << e.max_abs << " ref_max " << e.ref_max
                              << " finite " << e.finite;
+  if (c.weights) expect_key_weights(d_weights.read(), ref, row_weights, w_heads, tol);
+  if (!c.lse) return;
   const std::vector<float> lse = d_lse.read();
   for (std::int64_t x = 0; x < lse_size; ++x) {
     const double want = ref.lse[x];
@@ -255,6 +291,24 @@ TEST(FlashCuda, DecodeGroupsAndSplits) {
       }
 }
 
+// The eviction signal: per query head and per KV head, with row weights, in
+// prefill (causal, sink logits: part of lse) and in decode, with the call's
+// lse and with the workspace's.
+TEST(FlashCuda, KeyWeights) {
+  REQUIRE_GPU();
+  for (const std::int64_t sq : {1, 90})
+    for (int weights = 1; weights <= 2; ++weights) {
+      cuda_case c;
+      c.b = 2, c.hq = 8, c.hkv = 2, c.sq = sq, c.skv = 333, c.d = c.dv = 64;
+      c.params.causal = true;
+      c.sink_logits = true;
+      c.weights = weights;
+      c.lse = weights == 1;
+      SCOPED_TRACE(testing::Message() << "sq " << sq << " weights " << weights);
+      run_case<half, float>(c, f16_tol);
+    }
+}
+
 TEST(FlashCuda, PagedOutOfOrder) {
   REQUIRE_GPU();
   for (const std::int64_t sq : {1, 37}) {
@@ -264,6 +318,44 @@ TEST(FlashCuda, PagedOutOfOrder) {
     SCOPED_TRACE(testing::Message() << "sq " << sq);
     run_case<half, float>(c, f16_tol);
   }
+}
+
+// Plan once, run many times: a decode call captured in a CUDA graph and
+// replayed gives the direct call's output bit for bit (the split merge has a
+// fixed order), through the positional front.
+TEST(FlashCuda, GraphReplayMatchesDirectCall) {
+  REQUIRE_GPU();
+  seeded_rng s;
+  const std::int64_t b = 2, hq = 8, hkv = 2, skv = 3000, d = 128;
+  tensor<half, 4> q({b, hq, 1, d}), k({b, hkv, skv, d}), v({b, hkv, skv, d});
+  fill_normal(q.data(), q.size(), s.rng);
+  fill_normal(k.data(), k.size(), s.rng);
+  fill_normal(v.data(), v.size(), s.rng);
+  device_copy<half> dq(q.data(), q.size()), dk(k.data(), k.size()), dv(v.data(), v.size());
+  device_copy<half> direct(std::vector<half>(b * hq * d)), replayed(std::vector<half>(b * hq * d));
+  const tensor_view<const half, 4> qv(dq.p, {b, hq, 1, d}), kv(dk.p, {b, hkv, skv, d}), vv(dv.p, {b, hkv, skv, d});
+  const std::size_t bytes = flash_attention_workspace_size(qv, kv, vv, cuda{});
+  void* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  attention_params p;
+  const cuda backend{stream, workspace{ws, bytes}};
+  flash_attention(qv, kv, vv, tensor_view<half, 4>(direct.p, {b, hq, 1, d}), p, {}, backend);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  flash_attention(qv, kv, vv, tensor_view<half, 4>(replayed.p, {b, hq, 1, d}), p, {}, backend);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int r = 0; r < 3; ++r) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const std::vector<half> x = direct.read(), y = replayed.read();
+  for (std::size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i].bits, y[i].bits) << "element " << i;
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+  cudaFree(ws);
 }
 
 // A ragged batch over a paged cache: a prefill chunk, a longer one and a
@@ -365,14 +457,36 @@ TEST(FlashCuda, RejectsWhatItCannotRun) {
                                   tensor_view<half, 4>(buf.data(), {1, 1, 17, 8}));
   EXPECT_EQ(flash_attention_workspace_size(tall, cuda{}), 0u);  // 17 rows: prefill, no workspace
   std::vector<float> weights(8);
-  auto weighted = args;
+  auto weighted = args;  // key weights without lse: the workspace holds the lse too
   weighted.kw.out = tensor_view<float, 3>(weights.data(), {1, 1, 8});
+  EXPECT_GT(flash_attention_workspace_size(weighted, cuda{}), flash_attention_workspace_size(args, cuda{}));
+  weighted.kw.out = tensor_view<float, 3>(weights.data(), {1, 1, 7});  // must cover the 8 keys
   EXPECT_THROW((void)flash_attention_workspace_size(weighted, cuda{}), error);
   auto misaligned = args;
   misaligned.q = tensor_view<const half, 4>(buf.data() + 4, {1, 1, 8, 72});
   EXPECT_THROW((void)flash_attention_workspace_size(misaligned, cuda{}), error);
   auto no_scratch = args;  // decode without the workspace it needs
   EXPECT_THROW(flash_attention(no_scratch, cuda{}), error);
+}
+
+TEST(FlashCuda, WorkspaceBoundCoversEveryCall) {
+  // Plans only: no GPU needed. Decode calls of every group and length within the limits.
+  attention_limits l;
+  l.b = 3, l.hq = 16, l.hkv = 2, l.sq = 2, l.skv = 40000, l.d = l.dv = 128, l.key_weights = true;
+  const std::size_t bound = flash_attention_workspace_bound(l, cuda{});
+  std::vector<half> buf(8);
+  std::vector<float> weights(3 * 16 * 40000);
+  for (const std::int64_t b : {1, 3})
+    for (const std::int64_t hkv : {1, 2})
+      for (const std::int64_t skv : {1, 255, 257, 4096, 40000}) {
+        const std::int64_t hq = hkv * 8;
+        auto args = make_attention_args(tensor_view<const half, 4>(buf.data(), {b, hq, 2, 128}),
+                                        tensor_view<const half, 4>(buf.data(), {b, hkv, skv, 128}),
+                                        tensor_view<const half, 4>(buf.data(), {b, hkv, skv, 128}),
+                                        tensor_view<half, 4>());
+        args.kw.out = tensor_view<float, 3>(weights.data(), {b, hq, skv});
+        EXPECT_LE(flash_attention_workspace_size(args, cuda{}), bound) << b << " " << hkv << " " << skv;
+      }
 }
 
 }  // namespace

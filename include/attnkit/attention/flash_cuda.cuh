@@ -9,16 +9,18 @@
 // does). d and dv are multiples of 8 up to 256; rows start 16-byte aligned.
 // Strided or paged K/V, ragged query rows (cu_seqlens_q), positions, every
 // mask of the variant (causal, windows, sinks, softcap, ALiBi, sink logits,
-// bitmask, block-sparse layout), GQA and lse. Key weights and quantized K/V
-// are CPU-only for now and fail with attnkit::error.
+// bitmask, block-sparse layout), GQA, lse and key weights (a second pass,
+// flash_cuda/key_weights.cuh). Quantized K/V is CPU-only for now (a
+// compile-time error).
 //
 // Checks: shapes, strides, alignment and scalar params on the host, before
 // anything is queued (DESIGN §8); contents of device arrays (cu_seqlens_q,
-// page tables, positions, layouts, per-head params) are not read on the host,
-// so they must be valid (check them with the CPU backend in a debug build).
+// page tables, positions, layouts, per-head params) are not read on the host:
+// the caller keeps them valid (the CPU backends check the same arrays in host
+// memory, O(n), if an engine wants to validate a copy in a debug build).
 // The call allocates nothing and does not synchronize: it queues one kernel
-// (prefill) or two (decode: splits, then their merge) on the stream, so it can
-// be captured in a CUDA graph.
+// (prefill) or two (decode: splits, then their merge), plus the key-weights
+// pass when asked, on the stream, so it can be captured in a CUDA graph.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,6 +32,7 @@
 #include "attnkit/attention/attention_args.hpp"
 #include "attnkit/attention/check_args.hpp"
 #include "attnkit/attention/flash_cuda/kernels.cuh"
+#include "attnkit/attention/flash_cuda/key_weights.cuh"
 #include "attnkit/attention/flash_cuda/problem.cuh"
 #include "attnkit/attention/flash_front.hpp"
 #include "attnkit/attention/validate.hpp"
@@ -47,7 +50,9 @@ namespace detail {
 struct cuda_plan {
   bool decode = false;
   std::int64_t splits = 1, chunk = 0;
-  std::size_t bytes = 0;  // workspace
+  std::int64_t lse_floats = 0;  // key weights without a caller's lse: the lse lives in the workspace
+  std::int64_t partial_floats = 0;
+  std::size_t bytes = 0;  // workspace: 256-byte aligned lse, then the decode partials
 };
 
 template <class T>
@@ -107,7 +112,6 @@ auto make_cuda_problem(const char* fn, const attention_args<TQ, TK, TV, TO>& a, 
   check_view(fn, "q", a.q, true);
   const bool ragged = is_given(a.cu_seqlens_q);
   ATTNKIT_CHECK(a.k.is_paged == a.v.is_paged, fn, ": k and v must both be paged or both be strided");
-  ATTNKIT_CHECK(!is_given(a.kw), fn, ": key weights are not available on the cuda backend yet");
   if (ragged) {
     check_view(fn, "cu_seqlens_q", a.cu_seqlens_q, false);
     ATTNKIT_CHECK(a.cu_seqlens_q.extent(0) >= 2 && a.cu_seqlens_q.stride(0) == 1, fn,
@@ -202,46 +206,80 @@ auto make_cuda_problem(const char* fn, const attention_args<TQ, TK, TV, TO>& a, 
 /// Decode when a GQA group's rows fit one MMA tile, every head of the group
 /// sees the same keys, and the batch is not ragged; keys split so that about
 /// 264 blocks run (two waves of a 132-SM card), at least 256 keys each.
+/// lse_floats: the lse a key-weights pass needs when the caller asked for none.
 template <class P>
-cuda_plan plan_cuda(const P& p, std::int64_t keys_bound, const block_sparse_layout& sparse) {
+cuda_plan plan_cuda(const P& p, std::int64_t keys_bound, const block_sparse_layout& sparse,
+                    std::int64_t lse_floats) {
   cuda_plan plan;
+  plan.lse_floats = lse_floats;
   const std::int64_t group = p.hq / p.hkv;
   const bool heads_differ = p.bits_stride[0] != 0 || (sparse.given() && sparse.head_group < group);
   plan.decode = !p.cu && group * p.sq <= cuda_decode_rows && !heads_differ && p.count > 0;
-  if (!plan.decode) return plan;
-  const std::int64_t units = p.count * p.hkv;
-  std::int64_t splits = std::max<std::int64_t>(1, (264 + units - 1) / units);
-  splits = std::max<std::int64_t>(1, std::min(splits, (keys_bound + 255) / 256));
-  const std::int64_t per = (keys_bound + splits - 1) / splits;
-  plan.chunk = std::max<std::int64_t>(1, (per + cuda_tile_keys - 1) / cuda_tile_keys) * cuda_tile_keys;
-  plan.splits = std::max<std::int64_t>(1, (keys_bound + plan.chunk - 1) / plan.chunk);
-  const std::int64_t slots = units * plan.splits * cuda_decode_rows;
-  plan.bytes = static_cast<std::size_t>(slots * (p.dv + 1)) * sizeof(float) + 256;
+  if (plan.decode) {
+    const std::int64_t units = p.count * p.hkv;
+    std::int64_t splits = std::max<std::int64_t>(1, (264 + units - 1) / units);
+    splits = std::max<std::int64_t>(1, std::min(splits, (keys_bound + 255) / 256));
+    const std::int64_t per = (keys_bound + splits - 1) / splits;
+    plan.chunk = std::max<std::int64_t>(1, (per + cuda_tile_keys - 1) / cuda_tile_keys) * cuda_tile_keys;
+    plan.splits = std::max<std::int64_t>(1, (keys_bound + plan.chunk - 1) / plan.chunk);
+    plan.partial_floats = units * plan.splits * cuda_decode_rows * (p.dv + 1);
+  }
+  if (plan.lse_floats + plan.partial_floats > 0)
+    plan.bytes = static_cast<std::size_t>((plan.lse_floats + 64 + plan.partial_floats) * sizeof(float) + 256);
   return plan;
 }
 
-/// The largest key count any sequence of the call may have (paged: the pool).
-template <class TQ, class TK, class TV, class TO>
-std::int64_t cuda_keys_bound(const attention_args<TQ, TK, TV, TO>& a) {
-  return a.k.is_paged ? a.k.paged.pages.extent(0) * a.k.paged.page_size() : a.k.strided.extent(2);
+/// key_weights for the device, checked against the call (metadata only:
+/// out must cover the longest sequence's keys, which the host cannot see when paged).
+template <class TQ, class TK, class TV, class TO, class P>
+cuda_key_weights make_cuda_key_weights(const char* fn, const attention_args<TQ, TK, TV, TO>& a, const P& p) {
+  cuda_key_weights kw;
+  if (!is_given(a.kw)) return kw;
+  const auto& out = a.kw.out;
+  check_view(fn, "key_weights.out", out, true);
+  check_extent(fn, "key_weights.out", out, 0, "b", p.count, "the number of sequences");
+  ATTNKIT_CHECK(out.extent(1) == p.hq || out.extent(1) == p.hkv, fn,
+                ": key_weights.out.extent(1) must equal hq = ", p.hq, " or hkv = ", p.hkv, ", got ", out.extent(1));
+  if (!a.k.is_paged) check_extent(fn, "key_weights.out", out, 2, "skv", p.k.skv, "the key count");
+  kw.out = out.data_handle();
+  kw.stride[0] = out.stride(0), kw.stride[1] = out.stride(1);
+  kw.heads = out.extent(1), kw.keys = out.extent(2);
+  if (is_given(a.kw.row_weights)) {
+    check_view(fn, "key_weights.row_weights", a.kw.row_weights, false);
+    check_extent(fn, "key_weights.row_weights", a.kw.row_weights, 0, "rows", p.cu ? a.q.extent(2) : p.sq,
+                 "q.extent(2)");
+    kw.row_weights = a.kw.row_weights.data_handle();
+    kw.row_stride = a.kw.row_weights.stride(0);
+  }
+  return kw;
 }
 
 template <class T, class TO, int D>
-void launch_flash_cuda(const char* fn, const cuda_problem<T, TO>& p, const cuda_plan& plan, const cuda& be,
-                       std::int64_t q_blocks, std::int64_t packed_rows) {
+void launch_flash_cuda(const char* fn, cuda_problem<T, TO> p, const cuda_plan& plan, const cuda& be,
+                       const cuda_key_weights& kw, std::int64_t q_blocks, std::int64_t packed_rows) {
   cudaStream_t stream = be.stream;
-  if (!plan.decode) {
+  const std::int64_t z = p.cu ? q_blocks : p.count;  // the grid's third extent
+  ATTNKIT_CHECK(p.hq <= 65535 && z <= 65535 && kw.heads <= 65535, fn,
+                ": the cuda backend takes at most 65535 heads and ", p.cu ? "blocks of packed rows" : "sequences",
+                " per call (grid limits), got hq = ", p.hq, " and ", z);
+  // The workspace: the lse of a key-weights pass (when the caller asked for none), then the decode partials.
+  auto base = (reinterpret_cast<std::uintptr_t>(be.scratch.data) + 255) / 256 * 256;
+  if (plan.lse_floats > 0) {
+    const std::int64_t rows = packed_rows;
+    p.lse = {reinterpret_cast<float*>(base), {p.hq * rows, rows, 1}};
+    base += (plan.lse_floats * sizeof(float) + 255) / 256 * 256;
+  }
+  if (packed_rows == 0) {
+    // No query rows: nothing to attend; the key-weights pass below still writes its zeros.
+  } else if (!plan.decode) {
     const int smem = cuda_smem_bytes<T, D>(cuda_block_rows);
     cudaFuncSetAttribute(flash_prefill_kernel<T, TO, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     const std::int64_t x = p.cu ? packed_rows / cuda_block_rows + p.inner + 1
                                 : (p.sq + cuda_block_rows - 1) / cuda_block_rows;
-    const dim3 grid(static_cast<unsigned>(x), static_cast<unsigned>(p.hq),
-                    static_cast<unsigned>(p.cu ? q_blocks : p.count));
+    const dim3 grid(static_cast<unsigned>(x), static_cast<unsigned>(p.hq), static_cast<unsigned>(z));
     flash_prefill_kernel<T, TO, D><<<grid, cuda_threads, smem, stream>>>(p);
   } else {
     decode_partials part;
-    auto base = reinterpret_cast<std::uintptr_t>(be.scratch.data);
-    base = (base + 255) / 256 * 256;
     const std::int64_t slots = p.count * p.hkv * plan.splits * cuda_decode_rows;
     part.lse = reinterpret_cast<float*>(base);
     part.o = part.lse + slots;
@@ -254,10 +292,29 @@ void launch_flash_cuda(const char* fn, const cuda_problem<T, TO>& p, const cuda_
     const dim3 merge_grid(cuda_decode_rows, static_cast<unsigned>(p.hkv), static_cast<unsigned>(p.count));
     flash_decode_merge_kernel<T, TO><<<merge_grid, cuda_threads, 0, stream>>>(p, part);
   }
+  if (kw.heads > 0 && kw.keys > 0 && p.count > 0) {
+    const int smem = cuda_key_weights_smem_bytes<T, D>();
+    cudaFuncSetAttribute(flash_key_weights_kernel<T, TO, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    const dim3 grid(static_cast<unsigned>((kw.keys + cuda_tile_keys - 1) / cuda_tile_keys),
+                    static_cast<unsigned>(kw.heads), static_cast<unsigned>(p.count));
+    flash_key_weights_kernel<T, TO, D><<<grid, cuda_threads, smem, stream>>>(p, kw);
+  }
   const cudaError_t e = cudaGetLastError();
   ATTNKIT_CHECK(e == cudaSuccess, fn, ": kernel launch failed: ", cudaGetErrorString(e));
 }
 
+}  // namespace detail
+
+namespace detail {
+/// The plan of a cuda call: its split-KV shape and workspace.
+template <class TQ, class TK, class TV, class TO, class P>
+cuda_plan plan_cuda_call(const attention_args<TQ, TK, TV, TO>& a, const P& p) {
+  const bool scratch_lse = is_given(a.kw) && !is_given(a.lse);
+  const std::int64_t lse_floats = scratch_lse ? a.q.extent(0) * a.q.extent(1) * a.q.extent(2) : 0;
+  const std::int64_t keys_bound = a.k.is_paged ? a.k.paged.pages.extent(0) * a.k.paged.page_size()
+                                               : a.k.strided.extent(2);
+  return plan_cuda(p, keys_bound, a.sparse, lse_floats);
+}
 }  // namespace detail
 
 /// flash_attention on the GPU (see the top of this file for what it takes).
@@ -265,30 +322,45 @@ template <class TQ, class TK, class TV, class TO>
 void flash_attention(const attention_args<TQ, TK, TV, TO>& a, const cuda& backend) {
   constexpr const char* fn = "flash_attention";
   const auto p = detail::make_cuda_problem(fn, a, true);
-  const detail::cuda_plan plan = detail::plan_cuda(p, detail::cuda_keys_bound(a), a.sparse);
-  if (plan.decode) {
+  const detail::cuda_key_weights kw = detail::make_cuda_key_weights(fn, a, p);
+  const detail::cuda_plan plan = detail::plan_cuda_call(a, p);
+  if (plan.bytes > 0) {
     ATTNKIT_CHECK(backend.scratch.data != nullptr && backend.scratch.bytes >= plan.bytes, fn,
                   ": backend.scratch must hold flash_attention_workspace_size = ", plan.bytes, " bytes, got ",
                   backend.scratch.bytes);
   }
-  if (a.q.extent(0) == 0 || a.q.extent(1) == 0 || a.q.extent(2) == 0) return;
+  if (a.q.extent(0) == 0 || a.q.extent(1) == 0) return;
   using T = std::remove_const_t<TQ>;
   const std::int64_t widest = std::max(p.d, p.dv);
   const std::int64_t packed = a.q.extent(2);
   if (widest <= 64)
-    detail::launch_flash_cuda<T, TO, 64>(fn, p, plan, backend, a.q.extent(0), packed);
+    detail::launch_flash_cuda<T, TO, 64>(fn, p, plan, backend, kw, a.q.extent(0), packed);
   else if (widest <= 128)
-    detail::launch_flash_cuda<T, TO, 128>(fn, p, plan, backend, a.q.extent(0), packed);
+    detail::launch_flash_cuda<T, TO, 128>(fn, p, plan, backend, kw, a.q.extent(0), packed);
   else
-    detail::launch_flash_cuda<T, TO, 256>(fn, p, plan, backend, a.q.extent(0), packed);
+    detail::launch_flash_cuda<T, TO, 256>(fn, p, plan, backend, kw, a.q.extent(0), packed);
 }
 
 /// Device bytes backend.scratch must hold for flash_attention(a, backend): 0
-/// for prefill; the split partials for decode.
+/// for prefill; the split partials for decode; the lse of the key-weights
+/// pass when key weights are requested without an lse.
 template <class TQ, class TK, class TV, class TO>
 std::size_t flash_attention_workspace_size(const attention_args<TQ, TK, TV, TO>& a, const cuda&) {
-  const auto p = detail::make_cuda_problem("flash_attention_workspace_size", a, false);
-  return detail::plan_cuda(p, detail::cuda_keys_bound(a), a.sparse).bytes;
+  constexpr const char* fn = "flash_attention_workspace_size";
+  const auto p = detail::make_cuda_problem(fn, a, false);
+  (void)detail::make_cuda_key_weights(fn, a, p);
+  return detail::plan_cuda_call(a, p).bytes;
+}
+
+/// Device bytes that cover every flash_attention call within `limits` on the
+/// cuda backend: an engine allocates this once. The decode partials are at
+/// most (b hkv + 264) x 16 rows x (dv + 1) floats (plan_cuda's splits keep
+/// b hkv x splits under b hkv + 264), plus the lse when key weights are asked.
+inline std::size_t flash_attention_workspace_bound(const attention_limits& limits, const cuda&) {
+  const attention_shape s = detail::check_limits("flash_attention_workspace_bound", limits);
+  const std::int64_t lse = limits.key_weights ? s.b * s.hq * s.sq : 0;
+  const std::int64_t partial = (s.b * s.hkv + 264) * detail::cuda_decode_rows * (s.dv + 1);
+  return static_cast<std::size_t>((lse + 64 + partial) * sizeof(float) + 256);
 }
 
 ATTNKIT_END_NAMESPACE

@@ -34,6 +34,12 @@ constexpr int cuda_smem_bytes(int query_rows) {
   return (query_rows + 4 * cuda_tile_keys) * D * static_cast<int>(sizeof(T));
 }
 
+// sm_80's opt-in limit of dynamic shared memory per block (sm_90's is larger):
+// the widest head dim compiled must fit on both archs.
+inline constexpr int cuda_smem_limit = 166912;
+static_assert(cuda_smem_bytes<half, 256>(cuda_block_rows) <= cuda_smem_limit, "prefill tiles exceed sm_80's limit");
+static_assert(cuda_smem_bytes<half, 256>(cuda_decode_rows) <= cuda_smem_limit, "decode tiles exceed sm_80's limit");
+
 /// How rows [i0, i1) meet keys [j0, j1): the band and the layout classify
 /// exactly; a tile with a caller bitmask is never claimed full.
 __device__ inline tile_state classify_tile(const attention_mask& m, std::int64_t i0, std::int64_t i1, std::int64_t j0,

@@ -58,24 +58,19 @@ struct warp_rows {
   }
 };
 
-/// One visit: keys [key0, key0 + NK) of the shared tiles k_tile and v_tile
-/// (64 rows each) against the warp's 16 rows of q_tile (row q_row0 on).
-/// `log2_score(t, key, raw)` turns the raw dot product of slot t's row and tile
-/// key `key` into a base-2 logit, or -inf where the mask hides the key.
-/// d_steps and dv_steps: 16-column steps of d and dv that hold data.
-template <class T, int D, int NK, class Score>
-__device__ ATTNKIT_INLINE void visit_tile(warp_rows<D>& st, const T* q_tile, int q_row0, const T* k_tile,
-                                          const T* v_tile, int key0, int d_steps, int dv_steps,
-                                          const Score& log2_score) {
+/// s = the raw dot products of the warp's 16 rows of q_tile (row q_row0 on)
+/// with keys [key0, key0 + NK) of k_tile, in MMA C fragments: s[n] holds key
+/// columns 8n .. 8n + 7. d_steps: 16-column steps of d that hold data.
+template <class T, int D, int NK>
+__device__ ATTNKIT_INLINE void tile_scores(float (&s)[NK / 8][4], const T* q_tile, int q_row0, const T* k_tile,
+                                           int key0, int d_steps) {
   using cuda_verbs::ldmatrix_x4;
   using cuda_verbs::smem_address;
   const int lane = threadIdx.x & 31;
-  float s[NK / 8][4];
 #pragma unroll
   for (int n = 0; n < NK / 8; ++n)
 #pragma unroll
     for (int x = 0; x < 4; ++x) s[n][x] = 0.0f;
-
 #pragma unroll
   for (int ks = 0; ks < D / 16; ++ks) {
     if (ks >= d_steps) break;
@@ -90,6 +85,20 @@ __device__ ATTNKIT_INLINE void visit_tile(warp_rows<D>& st, const T* q_tile, int
       cuda_verbs::mma_16816<T>(s[2 * n2 + 1], a, b[2], b[3]);
     }
   }
+}
+
+/// One visit: keys [key0, key0 + NK) of the shared tiles k_tile and v_tile
+/// (64 rows each) against the warp's 16 rows of q_tile (row q_row0 on).
+/// `log2_score(t, key, raw)` turns the raw dot product of slot t's row and tile
+/// key `key` into a base-2 logit, or -inf where the mask hides the key.
+/// d_steps and dv_steps: 16-column steps of d and dv that hold data.
+template <class T, int D, int NK, class Score>
+__device__ ATTNKIT_INLINE void visit_tile(warp_rows<D>& st, const T* q_tile, int q_row0, const T* k_tile,
+                                          const T* v_tile, int key0, int d_steps, int dv_steps,
+                                          const Score& log2_score) {
+  const int lane = threadIdx.x & 31;
+  float s[NK / 8][4];
+  tile_scores<T, D, NK>(s, q_tile, q_row0, k_tile, key0, d_steps);
 
   // Scores, then the online softmax step, per row slot.
 #pragma unroll
@@ -134,7 +143,7 @@ __device__ ATTNKIT_INLINE void visit_tile(warp_rows<D>& st, const T* q_tile, int
     for (int j = 0; j < D / 16; ++j) {
       if (j >= dv_steps) break;
       std::uint32_t b[4];
-      cuda_verbs::ldmatrix_x4_trans(b, smem_address(v_tile + tile_offset<D>(key, 2 * j + (lane >> 4))));
+      cuda_verbs::ldmatrix_x4_trans(b, cuda_verbs::smem_address(v_tile + tile_offset<D>(key, 2 * j + (lane >> 4))));
       cuda_verbs::mma_16816<T>(st.o[2 * j], a, b[0], b[1]);
       cuda_verbs::mma_16816<T>(st.o[2 * j + 1], a, b[2], b[3]);
     }
