@@ -68,11 +68,13 @@ TEST(QuantizedKv, EveryTypeEqualsTheOracleOverItsValues) {
   seeded_rng seeded;
   // Prefill (many rows), decode with GQA (one row, keys split into chunks), and
   // awkward head dims: 80 is not a multiple of the AVX-512 lanes, 7 of any.
-  // One row per KV head (no GQA) decodes straight from memory (decode_tile_direct).
+  // One row per KV head (no GQA) decodes straight from memory (decode_tile_direct);
+  // a GQA group's rows read full tiles in place (group_scores_direct), 16 rows
+  // of GQA 8 in tiles of 128 keys.
   const problem prefill{2, 4, 2, 37, 77, 80, 64}, decode{2, 8, 2, 1, 1100, 128, 128}, odd{1, 3, 1, 9, 31, 7, 7};
-  const problem one_row{2, 2, 2, 1, 1100, 64, 128};
+  const problem one_row{2, 2, 2, 1, 1100, 64, 128}, group8{1, 16, 2, 2, 1100, 80, 80};
   on_every_backend([&](auto backend) {
-    for (const problem& pr : {prefill, decode, odd, one_row})
+    for (const problem& pr : {prefill, decode, odd, one_row, group8})
       for (mask_case m : {mask_case::none, mask_case::everything}) {
         expect_contiguous_matches<std::int8_t, std::int8_t>(pr, m, false, backend, seeded.rng);
         expect_contiguous_matches<std::int8_t, std::int8_t>(pr, m, true, backend, seeded.rng);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "attnkit/attention/flash_cpu/key_weights.hpp"
 #include "attnkit/attention/flash_cpu/plan.hpp"
@@ -16,6 +17,7 @@
 #include "attnkit/backend/cpu/flash_tiles.hpp"
 #include "attnkit/backend/cpu/prefetch.hpp"
 #include "attnkit/core/config.hpp"
+#include "attnkit/core/dtype.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/workspace.hpp"
 
@@ -34,6 +36,16 @@ inline tile_state group_state(const attention_variant* vars, std::int64_t heads,
     all = all && t == tile_state::full;
   }
   return !any ? tile_state::empty : (all ? tile_state::full : tile_state::partial);
+}
+
+/// Where the walk resumes after an empty tile ending at j1: there, or under a
+/// layout at the next key (before jb) some head's layout may select.
+inline std::int64_t resume_after_empty(const attention_variant* vars, std::int64_t heads, std::int64_t sq,
+                                       std::int64_t j1, std::int64_t jb) {
+  if (!vars[0].mask.sparse.given()) return j1;
+  std::int64_t next = jb;
+  for (std::int64_t x = 0; x < heads; ++x) next = std::min(next, vars[x].mask.next_selected(0, sq, j1));
+  return std::max(j1, next);
 }
 
 /// One tile of decode with a single query row (no GQA, one decode step): keys
@@ -127,6 +139,113 @@ void group_scores(const float* qb, std::int64_t rows, std::int64_t dp, const flo
   }
 }
 
+/// The most rows one register block of the in-place group kernels holds: R rows
+/// times L / R keys of score sums, or R rows times up to 4 vectors of acc (16
+/// registers on AVX-512, 8 on AVX2), leave room for the operands in the
+/// register file (AVX2 has half of AVX-512's).
+template <class Arch>
+inline constexpr int group_block_rows = simd::lanes<Arch> >= 16 ? 8 : 4;
+
+/// f(r0, integral_constant<int, R>) over blocks of R = group_block_rows rows, then
+/// the remainder in power-of-two blocks (each size at most once).
+template <class Arch, class F>
+ATTNKIT_INLINE void for_group_blocks(std::int64_t rows, F&& f) {
+  constexpr int RMAX = group_block_rows<Arch>;
+  std::int64_t r = 0;
+  for (; r + RMAX <= rows; r += RMAX) f(r, std::integral_constant<int, RMAX>{});
+  const auto rest = [&](auto self, auto rr) {
+    constexpr int R = decltype(rr)::value;
+    if (rows - r >= R) {
+      f(r, rr);
+      r += R;
+    }
+    if constexpr (R > 1) self(self, std::integral_constant<int, R / 2>{});
+  };
+  rest(rest, std::integral_constant<int, RMAX / 2>{});
+}
+
+/// sc (R, n), rows ld apart = qb (R, dp) * K[n keys]ᵀ with the keys read where
+/// they lie (kr: n row pointers, n a multiple of L / R) and widened in registers,
+/// never staged in fp32. A block holds R rows times C = L / R keys of sums, so
+/// each key vector is widened once for all R rows; transpose_sum leaves row r's
+/// key c in lane r * C + c.
+template <class Arch, int R, class T>
+ATTNKIT_INLINE void group_scores_block(const float* qb, std::int64_t dp, std::int64_t d, const T* const* kr,
+                                       std::int64_t n, float* sc, std::int64_t ld) {
+  using B = simd::fbatch<Arch>;
+  constexpr int L = simd::lanes<Arch>, C = L / R;
+  alignas(64) float sums[L];
+  for (std::int64_t c0 = 0; c0 < n; c0 += C) {
+    B dot[L];  // dot[r * C + c]: row r with key c0 + c
+    for (int x = 0; x < L; ++x) dot[x] = B(0.0f);
+    for (std::int64_t y = 0; y < d; y += L) {
+      B qr[R];
+      for (int r = 0; r < R; ++r) qr[r] = B::load_aligned(qb + r * dp + y);
+      for (int c = 0; c < C; ++c) {
+        const B kc = simd::load_widen<Arch>(kr[c0 + c] + y);
+        for (int r = 0; r < R; ++r) dot[r * C + c] = xsimd::fma(qr[r], kc, dot[r * C + c]);
+      }
+    }
+    simd::transpose_sum<Arch>(dot).store_aligned(sums);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) sc[r * ld + c0 + c] = sums[r * C + c];
+  }
+}
+
+/// acc (R, dvp) columns [y0, y0 + NV * L) += w (R, n), rows ld apart, * V[n keys]
+/// read where they lie (vr: n row pointers), each value vector widened once for
+/// the R rows.
+template <class Arch, int R, int NV, class T>
+ATTNKIT_INLINE void group_pv_block(const float* w, std::int64_t ld, const T* const* vr, std::int64_t n, std::int64_t y0,
+                                   float* acc, std::int64_t dvp) {
+  using B = simd::fbatch<Arch>;
+  constexpr int L = simd::lanes<Arch>;
+  B a[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int x = 0; x < NV; ++x) a[r][x] = B::load_aligned(acc + r * dvp + y0 + x * L);
+  for (std::int64_t c = 0; c < n; ++c) {
+    B vc[NV];
+    for (int x = 0; x < NV; ++x) vc[x] = simd::load_widen<Arch>(vr[c] + y0 + x * L);
+    for (int r = 0; r < R; ++r) {
+      const B wr(w[r * ld + c]);
+      for (int x = 0; x < NV; ++x) a[r][x] = xsimd::fma(wr, vc[x], a[r][x]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int x = 0; x < NV; ++x) a[r][x].store_aligned(acc + r * dvp + y0 + x * L);
+}
+
+/// s (rows, n), rows ld apart, times the column factors f[0, n); n a multiple of the lanes.
+template <class Arch>
+void scale_columns(float* s, std::int64_t rows, std::int64_t ld, const float* f, std::int64_t n) {
+  using B = simd::fbatch<Arch>;
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < n; c += simd::lanes<Arch>)
+      (B::load_aligned(s + r * ld + c) * B::load_aligned(f + c)).store_aligned(s + r * ld + c);
+}
+
+/// A full decode tile of n keys (a multiple of L) for a group's rows, read in
+/// place: scores into sc (rows, n) and, once the softmax has made them weights,
+/// acc (rows, dvp) += weights * V. Needs d and dv to be multiples of the lanes.
+template <class Arch, class T>
+void group_scores_direct(const float* qb, std::int64_t rows, std::int64_t dp, std::int64_t d, const T* const* kr,
+                         std::int64_t n, float* sc, std::int64_t ld) {
+  for_group_blocks<Arch>(rows, [&](std::int64_t r0, auto rr) {
+    group_scores_block<Arch, decltype(rr)::value>(qb + r0 * dp, dp, d, kr, n, sc + r0 * ld, ld);
+  });
+}
+template <class Arch, class T>
+void group_pv_direct(const float* w, std::int64_t ld, std::int64_t rows, const T* const* vr, std::int64_t n,
+                     std::int64_t dv, float* acc, std::int64_t dvp) {
+  constexpr int L = simd::lanes<Arch>, regs = L >= 16 ? 16 : 8;  // accumulator registers per block
+  for_group_blocks<Arch>(rows, [&](std::int64_t r0, auto rr) {
+    constexpr int R = decltype(rr)::value, NV = regs / R < 4 ? regs / R : 4;
+    std::int64_t y = 0;
+    for (; y + NV * L <= dv; y += NV * L) group_pv_block<Arch, R, NV>(w + r0 * ld, ld, vr, n, y, acc + r0 * dvp, dvp);
+    for (; y < dv; y += L) group_pv_block<Arch, R, 1>(w + r0 * ld, ld, vr, n, y, acc + r0 * dvp, dvp);
+  });
+}
+
 /// One decode chunk: rows = group * sq query rows of sequence b, KV head hk, over
 /// keys [a, e) of the concatenated key ranges the rows can see.
 template <class Arch, class TQ, class TO, class KS, class VS>
@@ -144,7 +263,7 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
   float* qb = slot;              // (rows, dp), row r = (head hk * group + r / sq, query r % sq)
   float* kb = qb + rows * dp;    // (L, dp)
   float* vb = kb + L * dp;       // (L, dvp)
-  float* sc = vb + L * dvp;      // (rows, KT): the first L of each row used
+  float* sc = vb + L * dvp;      // (rows, KT): the first L (or n in place) of each row used
   float* acc = part;             // (rows, dvp)
   float* m = part + plan.rows * dvp;  // (rows)
   float* l = m + plan.rows;           // (rows)
@@ -159,6 +278,31 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
   // other types never compile it.
   constexpr bool one_byte = sizeof(typename KS::element) == 1 && sizeof(typename VS::element) == 1;
   const bool direct = one_byte && rows == 1 && d % L == 0 && dv % L == 0;
+  // A group's full tiles are read in place, up to KT keys at a time (8 or more
+  // rows; measured: fewer rows, more bound by memory, do best with L).
+  constexpr bool quantized = is_quantized_v<std::remove_const_t<typename KS::element>> ||
+                             is_quantized_v<std::remove_const_t<typename VS::element>>;
+  const bool in_place = rows > 1 && d % L == 0 && dv % L == 0;
+  const std::int64_t in_place_keys = rows >= 8 ? KT : L;
+  const typename KS::element* kr[KT];
+  const typename VS::element* vr[KT];
+  alignas(64) float scales[KT];  // a tile's dequantization scales
+  // Raw scores of keys [j0, j0 + n) (n a multiple of L, cols of them real) into
+  // each row's softmax state; sc becomes the weights.
+  const auto fold_rows = [&](std::int64_t j0, std::int64_t n, std::int64_t cols, bool partial) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t h = hk * plan.group + r / sq, i = r % sq;
+      const attention_variant& var = vars[heads > 1 ? r / sq : 0];
+      float* sr = sc + r * KT;
+      finish_scores<Arch>(sr, n, cols, var, var.score.slope(h), i, j0, partial);
+      if (plan.weights) std::copy(sr, sr + cols, kept_rows + r * plan.skv_pad + j0);
+      softmax_state st{m[r], l[r]};
+      const float alpha = simd::softmax_step<Arch>(sr, n, st);
+      m[r] = st.m;
+      l[r] = st.l;
+      if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
+    }
+  };
   std::int64_t offset = 0;  // of the current range in the concatenation
   for (int x = 0; x < keys.n; offset += keys.end[x] - keys.begin[x], ++x) {
     const std::int64_t ja = keys.begin[x] + std::max<std::int64_t>(0, a - offset);
@@ -167,18 +311,37 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
       const std::int64_t cols = std::min<std::int64_t>(L, jb - j0);
       const tile_state ts = group_state(vars, heads, sq, j0, j0 + cols);
       if (ts == tile_state::empty) {
-        // Under a layout, resume at the next key it may select.
-        std::int64_t resume = j0 + cols;
-        if (vars[0].mask.sparse.given()) {
-          std::int64_t next = jb;
-          for (std::int64_t x = 0; x < heads; ++x) next = std::min(next, vars[x].mask.next_selected(0, sq, j0 + cols));
-          resume = std::max(resume, next);
-        }
+        const std::int64_t resume = resume_after_empty(vars, heads, sq, j0 + cols, jb);
         if (plan.weights)
           for (std::int64_t r = 0; r < rows; ++r)
             std::fill(kept_rows + r * plan.skv_pad + j0, kept_rows + r * plan.skv_pad + resume,
                       -std::numeric_limits<float>::infinity());
         j0 = resume - L;  // the loop adds L
+        continue;
+      }
+      if (in_place && ts == tile_state::full && cols == L) {
+        std::int64_t n = std::min(in_place_keys, (jb - j0) / L * L);
+        if (n > L && group_state(vars, heads, sq, j0, j0 + n) != tile_state::full) n = L;
+        for (std::int64_t c = 0; c < n; ++c) {
+          if (j0 + c + prefetch_distance < jb) {
+            simd::prefetch_row(k.row(b, hk, j0 + c + prefetch_distance), d);
+            simd::prefetch_row(v.row(b, hk, j0 + c + prefetch_distance), dv);
+          }
+          kr[c] = k.row(b, hk, j0 + c);
+          vr[c] = v.row(b, hk, j0 + c);
+        }
+        group_scores_direct<Arch>(qb, rows, dp, d, kr, n, sc, KT);
+        if constexpr (quantized) {
+          k.scale_run(b, hk, j0, n, scales);
+          scale_columns<Arch>(sc, rows, KT, scales, n);
+        }
+        fold_rows(j0, n, n, false);
+        if constexpr (quantized) {  // weights times the values' scales
+          v.scale_run(b, hk, j0, n, scales);
+          scale_columns<Arch>(sc, rows, KT, scales, n);
+        }
+        group_pv_direct<Arch>(sc, KT, rows, vr, n, dv, acc, dvp);
+        j0 += n - L;  // the loop adds L
         continue;
       }
       if constexpr (one_byte) {
@@ -206,18 +369,7 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
         }
       }
       group_scores<Arch>(qb, rows, dp, kb, sc, KT);
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const std::int64_t h = hk * plan.group + r / sq, i = r % sq;
-        const attention_variant& var = vars[heads > 1 ? r / sq : 0];
-        float* sr = sc + r * KT;
-        finish_scores<Arch>(sr, L, cols, var, var.score.slope(h), i, j0, ts == tile_state::partial);
-        if (plan.weights) std::copy(sr, sr + cols, kept_rows + r * plan.skv_pad + j0);
-        softmax_state st{m[r], l[r]};
-        const float alpha = simd::softmax_step<Arch>(sr, L, st);
-        m[r] = st.m;
-        l[r] = st.l;
-        if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
-      }
+      fold_rows(j0, L, cols, ts == tile_state::partial);
       simd::pv_tile<Arch>(sc, rows, cols, vb, dvp, acc, dvp, ts == tile_state::partial);
     }
   }

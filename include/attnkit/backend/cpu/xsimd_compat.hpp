@@ -107,7 +107,7 @@ ATTNKIT_INLINE float reduce_max(fbatch<Arch> x) {
 namespace detail {
 
 template <class Arch>
-fbatch<Arch> transpose_sum(const fbatch<Arch>* rows, const xsimd::generic&) {
+ATTNKIT_INLINE fbatch<Arch> transpose_sum(const fbatch<Arch>* rows, const xsimd::generic&) {
   return xsimd::haddp(rows);
 }
 
@@ -115,7 +115,7 @@ fbatch<Arch> transpose_sum(const fbatch<Arch>* rows, const xsimd::generic&) {
 // xsimd 8.1's AVX-512 haddp returns its lanes permuted, hence this tree: pairs of
 // rows fold within 128-bit lanes (unpack, shuffle), then across them (shuffle_f32x4).
 template <class Arch>
-fbatch<Arch> transpose_sum(const fbatch<Arch>* rows, const xsimd::avx512f&) {
+ATTNKIT_INLINE fbatch<Arch> transpose_sum(const fbatch<Arch>* rows, const xsimd::avx512f&) {
   __m512 pairs[8], quads[4];
   for (int k = 0; k < 8; ++k) {
     const __m512 x = rows[2 * k], y = rows[2 * k + 1];
@@ -137,7 +137,7 @@ fbatch<Arch> transpose_sum(const fbatch<Arch>* rows, const xsimd::avx512f&) {
 
 /// Lane i of the result is the sum of the lanes of rows[i] (lanes<Arch> rows).
 template <class Arch>
-fbatch<Arch> transpose_sum(const fbatch<Arch>* rows) {
+ATTNKIT_INLINE fbatch<Arch> transpose_sum(const fbatch<Arch>* rows) {
   return detail::transpose_sum<Arch>(rows, Arch{});
 }
 
