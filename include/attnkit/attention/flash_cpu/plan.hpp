@@ -320,7 +320,7 @@ void finish_scores(float* s, std::int64_t n, std::int64_t cols, const attention_
         if (!var.mask.bit(i, j0 + c)) s[c] = neg_inf;
     if (var.mask.sparse.given()) hide_unselected(var.mask, i, j0, last + 1, s);
   }
-  std::fill(s + std::max<std::int64_t>(0, last + 1), s + n, neg_inf);
+  std::fill(s + std::clamp<std::int64_t>(last + 1, 0, n), s + n, neg_inf);
 }
 
 /// o and lse of one row from its accumulator and state; the sink logit joins the

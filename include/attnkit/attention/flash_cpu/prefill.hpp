@@ -17,6 +17,7 @@
 #include "attnkit/backend/cpu/bf16_dot.hpp"
 #include "attnkit/backend/cpu/convert.hpp"
 #include "attnkit/backend/cpu/flash_tiles.hpp"
+#include "attnkit/backend/cpu/transpose.hpp"
 #include "attnkit/core/config.hpp"
 #include "attnkit/core/parallel.hpp"
 #include "attnkit/core/workspace.hpp"
@@ -115,14 +116,15 @@ struct prefill_dots {
       simd::widen_row<Arch>(src, d, dst, d, scale);
     }
   }
-  /// s (rows, KT) = the scores of the tile whose panel is kp.
-  void qk(const float* qb, std::int64_t rows, const float* kp, float* s) const {
+  /// s (rows, cols) = the scores of the first cols keys (a multiple of lanes)
+  /// of the tile whose panel is kp; s's rows KT apart.
+  void qk(const float* qb, std::int64_t rows, const float* kp, float* s, std::int64_t cols = KT) const {
 #if ATTNKIT_HAS_BF16_DOT
     if constexpr (Pairs)
       return simd::dot2_tile<false>(reinterpret_cast<const std::uint32_t*>(qb), q_words(),
-                                    reinterpret_cast<const std::uint32_t*>(kp), KT, s, KT, rows, KT, q_words(), scale);
+                                    reinterpret_cast<const std::uint32_t*>(kp), KT, s, KT, rows, cols, q_words(), scale);
 #endif
-    simd::qk_tile<Arch>(qb, rows, d, kp, s);
+    simd::gemm_tile<Arch, false>(qb, d, kp, KT, s, KT, rows, cols, d);
   }
   /// A row of weights, ready for pv.
   void weights_ready(float* sr) const {
@@ -162,13 +164,40 @@ struct prefill_dots {
   }
 };
 
+/// Rows [i0, i0 + rows) of a partially visible tile of keys [j0, j1) (a causal
+/// diagonal, a window's edge) in blocks of mr: block x reads keys [j0, j0 + end[x]),
+/// up to the last key one of its rows sees, and computes scores to width[x],
+/// that rounded up to lanes; the rest of the masked triangle is never computed.
+template <class Arch>
+struct partial_tile_rows {
+  static constexpr std::int64_t MR = simd::flash_tiling<Arch>::mr, L = simd::lanes<Arch>;
+  std::int64_t rows;
+  std::int64_t end[simd::flash_tiling<Arch>::q_tile / MR], width[simd::flash_tiling<Arch>::q_tile / MR];
+
+  partial_tile_rows(const attention_mask& mask, std::int64_t i0, std::int64_t rows_, std::int64_t j0, std::int64_t j1)
+      : rows(rows_) {
+    for (std::int64_t r0 = 0; r0 < rows; r0 += MR) {
+      std::int64_t last = -1;
+      for (std::int64_t r = r0; r < std::min(rows, r0 + MR); ++r) last = std::max(last, mask.band(i0 + r).last);
+      end[r0 / MR] = std::clamp<std::int64_t>(last + 1 - j0, 0, j1 - j0);
+      width[r0 / MR] = (end[r0 / MR] + L - 1) / L * L;
+    }
+  }
+  /// f(r0, block rows, end, width) for each block that sees a key of the tile.
+  template <class F>
+  void for_each(F&& f) const {
+    for (std::int64_t r0 = 0; r0 < rows; r0 += MR)
+      if (end[r0 / MR] > 0) f(r0, std::min(MR, rows - r0), end[r0 / MR], width[r0 / MR]);
+  }
+};
+
 /// Rows [i0, i0 + rows) of query head h of sequence b through the tile body,
 /// over the tiles its schedule yields, with its state in `work` (a slot).
 template <class Arch, bool Pairs, class TQ, class TO, class VS>
 void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, const attention_variant& var,
                  const prefill_keys<Arch, VS>& keys, std::int64_t b, std::int64_t h, std::int64_t i0,
                  std::int64_t rows, float* work) {
-  constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile;
+  constexpr std::int64_t KT = simd::flash_tiling<Arch>::kv_tile, L = simd::lanes<Arch>;
   const std::int64_t d = plan.s.d, dv = plan.s.dv, dvp = plan.dvp, len = keys.v.length(b);
   const float slope = var.score.slope(h);
   float* qb = work;                  // (rows, d), pre-scaled
@@ -185,18 +214,22 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
   }
   std::fill(acc, acc + rows * dvp, 0.0f);
   // One visit of cols keys: qk() fills the scores, pv(masked) adds P.V; keys
-  // are j0 + c, or gathered[c] (never masked).
+  // are j0 + c, or gathered[c] (never masked). Row r's scores past
+  // widths[r / MR] (a multiple of lanes; all of KT when null) are masked and
+  // neither computed nor read.
+  constexpr std::int64_t MR = simd::flash_tiling<Arch>::mr;
   const auto visit = [&](const auto& qk, std::int64_t j0, std::int64_t cols, tile_state ts, const auto& pv,
-                         const std::int64_t* gathered) {
+                         const std::int64_t* gathered, const std::int64_t* widths = nullptr) {
     qk();
     for (std::int64_t r = 0; r < rows; ++r) {
       float* sr = sc + r * KT;
+      const std::int64_t n = widths ? widths[r / MR] : KT;
       if (gathered)
         finish_gathered<Arch>(sr, KT, cols, var, slope, i0 + r, gathered, plan.dist_row(work));
       else
-        finish_scores<Arch>(sr, KT, cols, var, slope, i0 + r, j0, ts == tile_state::partial);
+        finish_scores<Arch>(sr, n, cols, var, slope, i0 + r, j0, ts == tile_state::partial);
       softmax_state st{m[r], l[r]};
-      const float alpha = simd::softmax_step<Arch>(sr, KT, st);
+      const float alpha = simd::softmax_step<Arch>(sr, n, st);
       m[r] = st.m;
       l[r] = st.l;
       if (alpha != 1.0f) simd::scale_row<Arch>(acc + r * dvp, dvp, alpha);
@@ -211,14 +244,27 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     if (!var.mask.sparse.given() || ts == tile_state::full) {
       const float* vals = Pairs ? keys.vp + j0 / 2 * dvp : keys.values(j0);  // pair rows hold two keys
       const bool finite = !Pairs || keys.pair_tile_finite(j0);
-      visit([&] { dots.qk(qb, rows, keys.panel(j0), sc); }, j0, j1 - j0, ts,
-            [&](bool masked) { dots.pv(sc, rows, j1 - j0, vals, ldv, acc, masked, finite); }, nullptr);
+      if (ts == tile_state::full)
+        return visit([&] { dots.qk(qb, rows, keys.panel(j0), sc); }, j0, j1 - j0, ts,
+                     [&](bool masked) { dots.pv(sc, rows, j1 - j0, vals, ldv, acc, masked, finite); }, nullptr);
+      const partial_tile_rows<Arch> blocks(var.mask, i0, rows, j0, j1);
+      visit([&] {
+              blocks.for_each([&](std::int64_t r0, std::int64_t m_rows, std::int64_t, std::int64_t width) {
+                dots.qk(qb + r0 * dots.q_words(), m_rows, keys.panel(j0), sc + r0 * KT, width);
+              });
+            },
+            j0, j1 - j0, ts,
+            [&](bool) {
+              blocks.for_each([&](std::int64_t r0, std::int64_t m_rows, std::int64_t end, std::int64_t) {
+                dots.pv(sc + r0 * KT, m_rows, end, vals, ldv, acc + r0 * dvp, true, finite);
+              });
+            },
+            nullptr, blocks.width);
       return;
     }
     if constexpr (!Pairs) {  // layouts run on fp32 panels
     // Under a layout, only the columns from the first key it may select to the
     // rows' last visible key: the rest of the tile is masked, so never computed.
-    constexpr std::int64_t L = simd::lanes<Arch>;
     const std::int64_t lo = (std::max(j0, var.mask.next_selected(i0, i0 + rows, j0)) - j0) / L * L;
     const std::int64_t hi = std::min(j1, var.mask.band(i0 + rows - 1).last + 1) - j0;
     if (lo >= hi) return;
@@ -235,7 +281,6 @@ void prefill_run(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, c
     if (ids[0] % KT == 0 && ids[n - 1] == ids[0] + n - 1 && (n == KT || ids[0] + n == len))
       return aligned(ids[0], ids[0] + n);  // a whole packed tile
     if (run_reader::runs_in_place(ids, n)) {
-      constexpr std::int64_t L = simd::lanes<Arch>;
       const auto qk = [&] {
         run_reader::for_each_run(ids, n, [&](std::int64_t c, std::int64_t key, std::int64_t run) {
           simd::gemm_tile<Arch, false>(qb, d, keys.panel(key / KT * KT) + key % KT, KT, sc + c, KT, rows,
@@ -333,22 +378,26 @@ void flash_prefill(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io,
                                 prefill_keys<Arch, VS>::finite_words(plan, vp_head) + t);
         }
       }
-      float* row = scratch.slots + slot * slot_floats;  // (d)
-      for (std::int64_t c = 0; c < KT; ++c) {
-        const std::int64_t j = t * KT + c;
-        if (j < len) {
-          simd::widen_row<Arch>(k.row(b, hk, j), d, row, d, k.scale(b, hk, j));
-          for (std::int64_t x = 0; x < d; ++x) kt[x * KT + c] = row[x];
-        } else {
-          for (std::int64_t x = 0; x < d; ++x) kt[x * KT + c] = 0.0f;
-        }
-        if (plan.pack_v) {
+      // Keys widened 16 rows at a time, then transposed as 16 x 16 blocks: a
+      // scalar transpose, column by column, cost 7% of a 512-row prefill.
+      constexpr std::int64_t block = 16;
+      static_assert(KT % block == 0, "a tile holds whole blocks of keys");
+      float* rows = scratch.slots + slot * slot_floats;  // (block, d)
+      for (std::int64_t c0 = 0; c0 < KT; c0 += block) {
+        for (std::int64_t c = 0; c < block; ++c) {
+          const std::int64_t j = t * KT + c0 + c;
+          if (j < len)
+            simd::widen_row<Arch>(k.row(b, hk, j), d, rows + c * d, d, k.scale(b, hk, j));
+          else
+            std::fill(rows + c * d, rows + (c + 1) * d, 0.0f);
+          if (!plan.pack_v) continue;
           float* vr = vp_all + (hp * plan.tiles * KT + j) * dvp;
           if (j < len)
             simd::widen_row<Arch>(v.row(b, hk, j), dv, vr, dvp, v.scale(b, hk, j));
           else
             std::fill(vr, vr + dvp, 0.0f);
         }
+        simd::transpose<Arch>(rows, d, block, d, kt + c0, KT);
       }
     });
 
