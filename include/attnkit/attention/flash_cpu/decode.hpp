@@ -279,7 +279,8 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
   constexpr bool one_byte = sizeof(typename KS::element) == 1 && sizeof(typename VS::element) == 1;
   const bool direct = one_byte && rows == 1 && d % L == 0 && dv % L == 0;
   // A group's full tiles are read in place, up to KT keys at a time (8 or more
-  // rows; measured: fewer rows, more bound by memory, do best with L).
+  // rows; measured: fewer rows, more bound by memory, do best with L). One row
+  // stays staged: read in place from DRAM, it ran 1.6x slower in some runs.
   constexpr bool quantized = is_quantized_v<std::remove_const_t<typename KS::element>> ||
                              is_quantized_v<std::remove_const_t<typename VS::element>>;
   const bool in_place = rows > 1 && d % L == 0 && dv % L == 0;
@@ -323,7 +324,7 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
         std::int64_t n = std::min(in_place_keys, (jb - j0) / L * L);
         if (n > L && group_state(vars, heads, sq, j0, j0 + n) != tile_state::full) n = L;
         for (std::int64_t c = 0; c < n; ++c) {
-          if (j0 + c + prefetch_distance < jb) {
+          if (in_place_keys == L && j0 + c + prefetch_distance < jb) {  // 8+ rows: compute-bound, prefetches cost
             simd::prefetch_row(k.row(b, hk, j0 + c + prefetch_distance), d);
             simd::prefetch_row(v.row(b, hk, j0 + c + prefetch_distance), dv);
           }
