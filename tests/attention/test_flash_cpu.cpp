@@ -105,11 +105,12 @@ INSTANTIATE_TEST_SUITE_P(Flash, FlashCpuDecode,
 class FlashCpu : public ::testing::TestWithParam<cpu_config> {};
 
 // A group's decode rows read full tiles of K and V in place: rows in register
-// blocks of 8, 4, 2 and 1 (group 7; 16 rows), tiles of 128 keys (8 rows or more)
-// and of the lanes, masks that leave partial tiles to the staged path, and a
-// value width (80) that ends in a partial block of registers.
+// blocks of 8, 4, 2 and 1 (group 7; 16 rows), a lone row (group 1, sq 1), tiles
+// of 128 keys (8 rows or more) and of the lanes, masks that leave partial tiles
+// to the staged path, and a value width (80) that ends in a partial block of
+// registers.
 TEST_P(FlashCpu, DecodeGroupTilesReadInPlace) {
-  for (std::int64_t group : {2, 7, 8})
+  for (std::int64_t group : {1, 2, 7, 8})
     for (std::int64_t sq : {1, 2})
       for (std::int64_t d : {80, 128})
         for (mask_case m : {mask_case::none, mask_case::causal_window, mask_case::everything}) {

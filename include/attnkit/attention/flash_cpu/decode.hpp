@@ -274,16 +274,18 @@ void decode_chunk(const flash_cpu_plan<Arch>& plan, const flash_io<TQ, TO>& io, 
   std::fill(m, m + rows, init.m);
   std::fill(l, l + rows, init.l);
 
-  // Direct for one-byte K/V only (measured: f16 rows decode faster staged);
+  // Direct for one-byte K/V only (other one-row tiles go in place below);
   // other types never compile it.
   constexpr bool one_byte = sizeof(typename KS::element) == 1 && sizeof(typename VS::element) == 1;
   const bool direct = one_byte && rows == 1 && d % L == 0 && dv % L == 0;
   // A group's full tiles are read in place, up to KT keys at a time (8 or more
-  // rows; measured: fewer rows, more bound by memory, do best with L). One row
-  // stays staged: read in place from DRAM, it ran 1.6x slower in some runs.
+  // rows; measured: fewer rows, more bound by memory, do best with L). One f16
+  // row too: against staging it ran 1.9x faster from L3 and, from DRAM, faster
+  // in most processes of an interleaved run (a process whose pages make even a
+  // plain stream slow can lose a few percent).
   constexpr bool quantized = is_quantized_v<std::remove_const_t<typename KS::element>> ||
                              is_quantized_v<std::remove_const_t<typename VS::element>>;
-  const bool in_place = rows > 1 && d % L == 0 && dv % L == 0;
+  const bool in_place = !direct && d % L == 0 && dv % L == 0;
   const std::int64_t in_place_keys = rows >= 8 ? KT : L;
   const typename KS::element* kr[KT];
   const typename VS::element* vr[KT];
