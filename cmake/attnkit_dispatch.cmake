@@ -13,16 +13,24 @@
 # standard library's inline functions are instantiated in several of them, the
 # linker keeps the first copy, which every dispatched CPU can run.
 #
+# attnkit_cpu_dispatch_units(<name>) makes the same three units a static
+# library <name> instead, for a project whose programs share one compiled copy
+# (each links it with target_link_libraries; give it the programs' flags). A
+# library, not an OBJECT library: it links after the program's own objects,
+# whose baseline copies of shared inline functions are then the ones kept.
+#
 # ATTNKIT_DISPATCH_<ARCH>_FLAGS are each arch's flags.
 set(ATTNKIT_DISPATCH_AVX2_FLAGS -mavx2 -mfma -mf16c)
 set(ATTNKIT_DISPATCH_AVX512_FLAGS ${ATTNKIT_DISPATCH_AVX2_FLAGS} -mavx512f -mavx512cd -mavx512dq -mavx512bw)
 set(ATTNKIT_DISPATCH_AVX512BF16_FLAGS ${ATTNKIT_DISPATCH_AVX512_FLAGS} -mavx512bf16)
 
-function(attnkit_add_cpu_dispatch target)
+# The three generated units, named after <target>, into <out>.
+function(attnkit_dispatch_sources target out)
   set(archs avx2 avx512 avx512bf16)
   set(avx2_flags ${ATTNKIT_DISPATCH_AVX2_FLAGS})
   set(avx512_flags ${ATTNKIT_DISPATCH_AVX512_FLAGS})
   set(avx512bf16_flags ${ATTNKIT_DISPATCH_AVX512BF16_FLAGS})
+  set(sources)
   foreach(arch IN LISTS archs)
     set(source ${CMAKE_CURRENT_BINARY_DIR}/${target}_attnkit_dispatch_${arch}.cpp)
     file(CONFIGURE OUTPUT ${source} CONTENT
@@ -32,6 +40,18 @@ function(attnkit_add_cpu_dispatch target)
 ATTNKIT_CPU_DISPATCH_INSTANTIATE(${arch})
 ")
     set_source_files_properties(${source} PROPERTIES COMPILE_OPTIONS "${${arch}_flags}")
-    target_sources(${target} PRIVATE ${source})
+    list(APPEND sources ${source})
   endforeach()
+  set(${out} ${sources} PARENT_SCOPE)
+endfunction()
+
+function(attnkit_add_cpu_dispatch target)
+  attnkit_dispatch_sources(${target} sources)
+  target_sources(${target} PRIVATE ${sources})
+endfunction()
+
+function(attnkit_cpu_dispatch_units name)
+  attnkit_dispatch_sources(${name} sources)
+  add_library(${name} STATIC ${sources})
+  target_link_libraries(${name} PUBLIC attnkit::attnkit)
 endfunction()

@@ -9,8 +9,8 @@
 // nothing. Every step is checked against dense_attention on the same tokens.
 //
 // The program is built for the baseline x86-64 arch and runs the best kernels
-// of the CPU it lands on (attnkit::cpu_dispatch, with the per-arch units that
-// attnkit_add_cpu_dispatch adds in examples/CMakeLists.txt). On a CPU without
+// of the CPU it lands on (attnkit::cpu_dispatch, with the per-arch units of
+// attnkit_cpu_dispatch_units, linked in examples/CMakeLists.txt). On a CPU without
 // AVX2 it prints attnkit's error and exits with code 2.
 #include <attnkit/attnkit.hpp>
 #include <attnkit/cpu_dispatch.hpp>
